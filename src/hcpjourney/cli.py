@@ -1,0 +1,142 @@
+"""The `hcpj` command line. Thin: parses options, calls services, prints results."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hcpjourney import services
+from hcpjourney.config import Workspace
+from hcpjourney.errors import HcpjError
+from hcpjourney.ingest.loader import FileResult, Source
+
+app = typer.Typer(
+    name="hcpj",
+    help="hcpjourney: HCP journey intelligence from your CRM, web, events, payments and surveys.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+WorkspaceOpt = Annotated[
+    Path, typer.Option("--workspace", "-w", help="Workspace folder (default: current folder).")
+]
+
+
+def _ws(path: Path) -> Workspace:
+    return Workspace.open(path)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create the workspace in.")],
+    engine: Annotated[str, typer.Option(help="Warehouse engine: duckdb or spark.")] = "duckdb",
+    app_db: Annotated[
+        str | None, typer.Option("--app-db", help="SQLAlchemy URL of the app database.")
+    ] = None,
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Create a workspace: hcpj.toml, an embedded warehouse and app database."""
+    ws = Workspace.init(directory, engine=engine, app_db=app_db)
+    with services.warehouse(ws):
+        pass
+    console.print(f"workspace ready in {ws.root}")
+
+
+def _progress_factory(progress: Progress) -> object:
+    def make(src: Source) -> object:
+        if src.path is None:
+            return None
+        size = src.path.stat().st_size
+        if size < (64 << 20):
+            return None
+        task = progress.add_task(f"{src.file}", total=size)
+        est = {"bytes_per_row": max(1, size // max(1, _line_estimate(src.path)))}
+
+        def advance(rows: int) -> None:
+            progress.advance(task, rows * est["bytes_per_row"])
+
+        return advance
+
+    return make
+
+
+def _line_estimate(path: Path) -> int:
+    with open(path, "rb") as fh:
+        sample = fh.read(1 << 20)
+    lines = max(1, sample.count(b"\n"))
+    return max(1, int(path.stat().st_size / (len(sample) / lines)))
+
+
+def print_results(results: list[FileResult], ignored: list[str]) -> None:
+    table = Table(title="ingest")
+    for col in ("file", "table", "rows", "loaded", "duplicates skipped", "quarantined", "status"):
+        table.add_column(col, justify="right" if col not in ("file", "table", "status") else "left")
+    for r in results:
+        table.add_row(
+            r.file, r.table, f"{r.rows:,}", f"{r.loaded:,}", f"{r.duplicates:,}",
+            f"{r.quarantined:,}", r.status if not r.error else f"failed: {r.error}",
+        )
+    console.print(table)
+    if ignored:
+        console.print(f"passed over (not contract files): {', '.join(ignored)}")
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Data drop folders or files.")],
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="contract (default) or open-payments."),
+    ] = "contract",
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Load a data drop; prints rows loaded and quarantined per file."""
+    ws = _ws(workspace)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
+        console=err, transient=True,
+    ) as progress:
+        results, ignored = services.ingest(
+            ws, paths, fmt=fmt, progress=_progress_factory(progress)  # type: ignore[arg-type]
+        )
+    print_results(results, ignored)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise HcpjError(f"{failed[0].file}: {failed[0].error}" + (
+            f" (and {len(failed) - 1} more failed file(s))" if len(failed) > 1 else ""
+        ))
+
+
+def main() -> None:
+    """Entry point: one-line errors, non-zero exit, no tracebacks for user errors."""
+    try:
+        app(standalone_mode=False)
+    except HcpjError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own exit code
+        code = getattr(exc, "exit_code", None)
+        if code is not None and hasattr(exc, "show"):
+            exc.show()
+            sys.exit(code)
+        if os.environ.get("HCPJ_DEBUG"):
+            raise
+        err.print(f"error: {type(exc).__name__}: {exc}", markup=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

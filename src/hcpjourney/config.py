@@ -1,0 +1,105 @@
+"""The workspace: a folder holding hcpj.toml, the warehouse and the app database."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hcpjourney.contract import schemas
+from hcpjourney.errors import ConfigError, WorkspaceError
+
+CONFIG_FILE = "hcpj.toml"
+ENGINES = ("duckdb", "spark")
+
+_TEMPLATE = """\
+# hcpjourney workspace settings. Edit freely; unknown keys are ignored.
+
+[workspace]
+engine = "{engine}"                 # duckdb (embedded) or spark
+warehouse = "warehouse.duckdb"      # the analytics warehouse, relative to this folder
+app_db = "{app_db}"                 # SQLAlchemy URL of the app database (maps, users, audit)
+
+[contract]
+# Channels and actions beyond the contract's lists that this workspace accepts.
+channels = []
+actions = []
+
+[identity]
+match_threshold = 0.9               # linkage probability at or above which records are one HCP
+
+[quality]
+stale_after_days = 365              # records whose updated_at is older are reported as stale
+"""
+
+
+@dataclass
+class Workspace:
+    """An opened workspace folder."""
+
+    root: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def engine_name(self) -> str:
+        name = str(self.settings.get("workspace", {}).get("engine", "duckdb"))
+        if name not in ENGINES:
+            raise ConfigError(
+                f"{self.root / CONFIG_FILE}: engine '{name}' is unknown; use one of "
+                f"{', '.join(ENGINES)}"
+            )
+        return name
+
+    @property
+    def warehouse_path(self) -> Path:
+        rel = self.settings.get("workspace", {}).get("warehouse", "warehouse.duckdb")
+        return self.root / str(rel)
+
+    @property
+    def app_db_url(self) -> str:
+        url = self.settings.get("workspace", {}).get("app_db")
+        return str(url) if url else f"sqlite:///{self.root / 'app.db'}"
+
+    def allowed(self, enum_name: str) -> tuple[str, ...]:
+        """An enumeration of the contract, extended by this workspace's [contract] lists."""
+        base = {"channels": schemas.CHANNELS, "actions": schemas.ACTIONS}[enum_name]
+        extra = self.settings.get("contract", {}).get(enum_name, [])
+        if not isinstance(extra, list) or not all(isinstance(x, str) for x in extra):
+            raise ConfigError(
+                f"{self.root / CONFIG_FILE}: [contract] {enum_name} must be a list of strings"
+            )
+        return tuple(dict.fromkeys([*base, *(x.strip().lower() for x in extra)]))
+
+    def setting(self, section: str, key: str, default: Any) -> Any:
+        return self.settings.get(section, {}).get(key, default)
+
+    @classmethod
+    def open(cls, path: str | Path) -> Workspace:
+        root = Path(path).resolve()
+        cfg = root / CONFIG_FILE
+        if not cfg.is_file():
+            raise WorkspaceError(
+                f"{root} is not an hcpjourney workspace (no {CONFIG_FILE}); "
+                f"create one with `hcpj init {path}` or pass --workspace"
+            )
+        try:
+            settings = tomllib.loads(cfg.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise WorkspaceError(f"{cfg} is not valid TOML: {exc}") from None
+        ws = cls(root=root, settings=settings)
+        ws.engine_name  # noqa: B018 - validates the engine name early
+        return ws
+
+    @classmethod
+    def init(cls, path: str | Path, engine: str = "duckdb", app_db: str | None = None) -> Workspace:
+        if engine not in ENGINES:
+            raise ConfigError(f"engine '{engine}' is unknown; use one of {', '.join(ENGINES)}")
+        root = Path(path).resolve()
+        cfg = root / CONFIG_FILE
+        if cfg.exists():
+            return cls.open(root)
+        root.mkdir(parents=True, exist_ok=True)
+        url = app_db or f"sqlite:///{root / 'app.db'}"
+        cfg.write_text(_TEMPLATE.format(engine=engine, app_db=url), encoding="utf-8")
+        return cls.open(root)

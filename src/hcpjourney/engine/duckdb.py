@@ -1,0 +1,329 @@
+"""The DuckDB engine: the only module (with its package) that imports duckdb.
+
+Analytics elsewhere are written as Ibis expressions over the tables this engine
+exposes; the engine stages input files, runs expressions into tables inside
+transactions, and writes exports.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import ibis
+import ibis.expr.types as ir
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from hcpjourney.errors import InputFileError
+
+LINE = "_line"  # 1-based line of a staged row in its file (header = line 1)
+_BLOCK = 16 << 20
+
+
+class _RaggedRows(Exception):
+    pass
+
+
+class DuckDBEngine:
+    """A warehouse in one DuckDB file, driven through Ibis."""
+
+    name = "duckdb"
+
+    def __init__(self, path: str | Path | None = None, *, read_only: bool = False) -> None:
+        target = str(path) if path is not None else ":memory:"
+        try:
+            self.backend = ibis.duckdb.connect(target, read_only=read_only)
+        except duckdb.IOException as exc:
+            raise InputFileError(
+                target, f"cannot open the warehouse ({exc}); is another hcpj command using it?"
+            ) from None
+        self._raw: duckdb.DuckDBPyConnection = self.backend.con
+        self._raw.execute("SET TimeZone='UTC'")
+        self._in_tx = False
+
+    # ------------------------------------------------------------------ tables
+    def table(self, name: str) -> ir.Table:
+        return self.backend.table(name)
+
+    def has_table(self, name: str) -> bool:
+        return name in self.backend.list_tables()
+
+    def tables(self) -> list[str]:
+        return list(self.backend.list_tables())
+
+    def create(
+        self,
+        name: str,
+        expr: ir.Table,
+        *,
+        order_by: Sequence[str] = (),
+        temp: bool = False,
+        replace: bool = True,
+    ) -> ir.Table:
+        """Materialise ``expr`` as table ``name``, stored in ``order_by`` order."""
+        obj = expr.order_by(list(order_by)) if order_by else expr
+        kind = "TEMP TABLE" if temp else "TABLE"
+        verb = "CREATE OR REPLACE" if replace else "CREATE"
+        self._raw.execute(f'{verb} {kind} "{name}" AS {self._sql(obj)}')
+        return self.table(name)
+
+    def _sql(self, expr: ir.Expr) -> str:
+        # registers in-memory tables (ibis.memtable) the expression reads
+        self.backend._run_pre_execute_hooks(expr)
+        return str(self.backend.compile(expr))
+
+    def create_empty(self, name: str, schema: ibis.Schema) -> ir.Table:
+        if not self.has_table(name):
+            self.backend.create_table(name, schema=schema)
+        return self.table(name)
+
+    def insert(self, name: str, expr: ir.Table) -> None:
+        cols = ", ".join(f'"{c}"' for c in expr.columns)
+        self._raw.execute(f'INSERT INTO "{name}" ({cols}) {self._sql(expr)}')
+
+    def rewrite_sorted(self, name: str, expr: ir.Table, order_by: Sequence[str]) -> None:
+        """Replace table ``name`` by ``expr`` stored sorted (expr may read ``name``)."""
+        tmp = f"{name}__rewrite"
+        self.create(tmp, expr, order_by=order_by)
+        self._raw.execute(f'DROP TABLE "{name}"')
+        self._raw.execute(f'ALTER TABLE "{tmp}" RENAME TO "{name}"')
+
+    def drop(self, name: str) -> None:
+        self._raw.execute(f'DROP TABLE IF EXISTS "{name}"')
+
+    def count(self, expr: ir.Table) -> int:
+        return int(self.backend.execute(expr.count()))
+
+    def to_pyarrow(self, expr: ir.Expr) -> pa.Table:
+        return self.backend.to_pyarrow(expr)
+
+    def execute(self, expr: ir.Expr) -> Any:
+        return self.backend.execute(expr)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together or not at all."""
+        if self._in_tx:
+            yield
+            return
+        self._raw.execute("BEGIN TRANSACTION")
+        self._in_tx = True
+        try:
+            yield
+        except BaseException:
+            self._raw.execute("ROLLBACK")
+            raise
+        else:
+            self._raw.execute("COMMIT")
+        finally:
+            self._in_tx = False
+
+    def close(self) -> None:
+        self.backend.disconnect()
+
+    # ----------------------------------------------------------------- staging
+    def stage_csv(
+        self,
+        path: Path,
+        name: str,
+        *,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> tuple[ir.Table, list[dict[str, Any]]]:
+        """Stage a CSV file as a temp table of text columns plus ``_line``.
+
+        Returns the staged table and the rows that could not be parsed (wrong
+        number of fields), each as {line, value, reason}.
+        """
+        header = _read_header(path)
+        try:
+            reader, ragged = self._open_csv(path, header, tolerate=False)
+            table = self._stage_batches(path, name, reader, header, [], on_progress)
+            return table, ragged
+        except _RaggedRows:
+            pass
+        # Slow path: single-threaded parse that reports each malformed row's line.
+        reader, ragged = self._open_csv(path, header, tolerate=True)
+        skipped = ragged  # filled while batches are read
+        table = self._stage_batches(path, name, reader, header, skipped, on_progress)
+        return table, ragged
+
+    def _open_csv(
+        self, path: Path, header: list[str], *, tolerate: bool
+    ) -> tuple[pacsv.CSVStreamingReader, list[dict[str, Any]]]:
+        ragged: list[dict[str, Any]] = []
+
+        def handler(row: Any) -> str:
+            if not tolerate:
+                raise _RaggedRows()
+            ragged.append(
+                {
+                    "line": row.number,
+                    "value": (row.text or "")[:200],
+                    "reason": f"row has {row.actual_columns} fields but the header has "
+                    f"{row.expected_columns}; fix the quoting or the delimiters of this line",
+                }
+            )
+            return "skip"
+
+        try:
+            reader = pacsv.open_csv(
+                str(path),
+                read_options=pacsv.ReadOptions(
+                    column_names=header, skip_rows=1, block_size=_BLOCK, use_threads=not tolerate
+                ),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=handler),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in header},
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=True,
+                ),
+            )
+        except _RaggedRows:
+            raise
+        except pa.ArrowInvalid as exc:
+            raise InputFileError(str(path), _csv_problem(exc)) from None
+        return reader, ragged
+
+    def _stage_batches(
+        self,
+        path: Path,
+        name: str,
+        reader: pacsv.CSVStreamingReader,
+        header: list[str],
+        skipped: list[dict[str, Any]],
+        on_progress: Callable[[int], None] | None,
+    ) -> ir.Table:
+        schema = pa.schema([*(pa.field(c, pa.string()) for c in header), pa.field(LINE, pa.int64())])
+        path_hint = str(path)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            done = 0
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                except _RaggedRows:
+                    raise
+                except pa.ArrowInvalid as exc:
+                    raise InputFileError(path_hint, _csv_problem(exc)) from None
+                n = batch.num_rows
+                k = np.arange(done, done + n, dtype=np.int64)
+                lines = _record_lines(k, sorted(r["line"] for r in skipped if r["line"]))
+                done += n
+                cols = [batch.column(i) for i in range(batch.num_columns)]
+                yield pa.RecordBatch.from_arrays([*cols, pa.array(lines)], schema=schema)
+                if on_progress:
+                    on_progress(n)
+
+        rbr = pa.RecordBatchReader.from_batches(schema, batches())
+        self._raw.register("__stage_src", rbr)
+        try:
+            self._raw.execute(f'CREATE OR REPLACE TEMP TABLE "{name}" AS SELECT * FROM __stage_src')
+        except duckdb.InvalidInputException as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, _RaggedRows) or "_RaggedRows" in str(exc):
+                raise _RaggedRows() from None
+            if isinstance(cause, InputFileError):
+                raise cause from None
+            raise InputFileError(path_hint, _csv_problem(exc)) from None
+        finally:
+            self._raw.unregister("__stage_src")
+        return self.table(name)
+
+    def stage_parquet(self, path: Path, name: str) -> ir.Table:
+        """Stage a Parquet file as text columns plus ``_line`` (row index + 2)."""
+        try:
+            cols = pq.read_schema(str(path)).names
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputFileError(str(path), f"not a readable Parquet file ({exc})") from None
+        sel = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in cols)
+        self._raw.execute(
+            f'CREATE OR REPLACE TEMP TABLE "{name}" AS SELECT {sel}, '
+            f"CAST(file_row_number + 2 AS BIGINT) AS {LINE} "
+            f"FROM read_parquet(?, file_row_number=true)",
+            [str(path)],
+        )
+        return self.table(name)
+
+    def stage_arrow(self, data: pa.Table, name: str) -> ir.Table:
+        """Stage an Arrow table (already holding text columns and ``_line``)."""
+        self._raw.register("__stage_arrow", data)
+        try:
+            self._raw.execute(
+                f'CREATE OR REPLACE TEMP TABLE "{name}" AS SELECT * FROM __stage_arrow'
+            )
+        finally:
+            self._raw.unregister("__stage_arrow")
+        return self.table(name)
+
+    # ------------------------------------------------------------------ export
+    def export(self, expr: ir.Table, path: Path) -> int:
+        """Write ``expr`` to ``path`` (.csv or .parquet by suffix); returns rows written."""
+        data = self.backend.to_pyarrow(expr)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".parquet":
+            pq.write_table(data, str(path))
+        else:
+            pacsv.write_csv(data, str(path))
+        return data.num_rows
+
+
+def _record_lines(k: np.ndarray, skipped_lines: list[int]) -> np.ndarray:
+    """Line numbers of good records ``k`` (0-based) given the lines of skipped rows."""
+    base = k + 2
+    if not skipped_lines:
+        return base
+    s = np.asarray(skipped_lines, dtype=np.int64)
+    j = np.zeros_like(k)
+    for _ in range(len(s) + 1):
+        nxt = np.searchsorted(s, base + j, side="right")
+        if np.array_equal(nxt, j):
+            break
+        j = nxt
+    return base + j
+
+
+def _read_header(path: Path) -> list[str]:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError as exc:
+        raise InputFileError(str(path), f"cannot be read ({exc.strerror})") from None
+    if not head.strip():
+        raise InputFileError(str(path), "is empty; a CSV file needs a header row")
+    if b"\x00" in head:
+        raise InputFileError(str(path), "is not a CSV text file (it holds binary data)")
+    first = head.split(b"\n", 1)[0]
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputFileError(
+            str(path), "is not UTF-8 text; re-save it as UTF-8 (CSV UTF-8 in Excel)"
+        ) from None
+    try:
+        header = next(csv.reader(io.StringIO(text)))
+    except (csv.Error, StopIteration):
+        raise InputFileError(str(path), "has no readable CSV header row") from None
+    header = [h.strip() for h in header]
+    if any(not h for h in header):
+        raise InputFileError(str(path), "has an empty column name in its header row")
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise InputFileError(str(path), f"repeats column(s) {', '.join(dupes)} in its header")
+    return header
+
+
+def _csv_problem(exc: Exception) -> str:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "UTF8" in msg or "utf-8" in msg.lower() or "utf8" in msg.lower():
+        return "is not UTF-8 text; re-save it as UTF-8 (CSV UTF-8 in Excel)"
+    return f"is not a readable CSV file ({msg})"

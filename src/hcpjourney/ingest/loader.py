@@ -1,0 +1,355 @@
+"""Loading contract files into the warehouse: validate, quarantine, dedupe, store sorted.
+
+Each file loads in one transaction together with its quarantine rows, so a
+crash mid-file leaves no trace and a re-run reaches the same state. A file
+whose exact bytes were already loaded is skipped; rows are keyed, so a re-sent
+row never duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+
+from hcpjourney.config import Workspace
+from hcpjourney.contract import schemas, validate
+from hcpjourney.contract.schemas import TableSpec
+from hcpjourney.engine import LINE, Engine
+from hcpjourney.errors import HcpjError, InputFileError
+
+QUARANTINE = "quarantine"
+LOADS = "loads"
+
+QUARANTINE_SCHEMA = ibis.schema(
+    [
+        ("file", "string"),
+        ("line", "int64"),
+        ("column", "string"),
+        ("value", "string"),
+        ("reason", "string"),
+        ("table", "string"),
+        ("path", "string"),
+        (schemas.LOAD_ID, "string"),
+        ("quarantined_at", "timestamp"),
+    ]
+)
+LOADS_SCHEMA = ibis.schema(
+    [
+        (schemas.LOAD_ID, "string"),
+        ("table", "string"),
+        ("file", "string"),
+        ("path", "string"),
+        ("sha256", "string"),
+        ("rows", "int64"),
+        ("loaded", "int64"),
+        ("duplicates", "int64"),
+        ("quarantined", "int64"),
+        ("loaded_at", "timestamp"),
+    ]
+)
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class FileResult:
+    """What happened to one input file."""
+
+    file: str
+    table: str
+    rows: int = 0
+    loaded: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    status: str = "loaded"  # loaded | already loaded | failed
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input to load: a contract file on disk or an Arrow table from a reader."""
+
+    table: str
+    file: str  # label shown in reports and the quarantine
+    path: Path | None = None
+    data: pa.Table | None = None  # text columns plus "_line"
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        if self.path is not None:
+            with open(self.path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(chunk)
+            h.update(self.table.encode())
+        elif self.data is not None:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, self.data.schema) as writer:
+                writer.write_table(self.data)
+            h.update(sink.getvalue().to_pybytes())
+            h.update(self.table.encode())
+        return h.hexdigest()
+
+
+def table_for_file(path: Path) -> TableSpec | None:
+    """The contract table a file holds, by its name (``interactions.csv``, ``hcps_2025.parquet``)."""
+    stem = path.name.split(".")[0].lower()
+    for spec in schemas.TABLES:
+        if stem == spec.name or stem.startswith(spec.name + "_") or stem.startswith(spec.name + "-"):
+            return spec
+    return None
+
+
+def discover(paths: Iterable[str | Path]) -> tuple[list[Source], list[str]]:
+    """Contract files under ``paths`` in load order, and names of files passed over."""
+    found: list[Source] = []
+    ignored: list[str] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise HcpjError(f"{p}: no such file or folder")
+        files = sorted(x for x in p.iterdir() if x.is_file()) if p.is_dir() else [p]
+        for f in files:
+            if f.suffix.lower() not in (".csv", ".parquet"):
+                if p.is_dir():
+                    ignored.append(f.name)
+                    continue
+                raise HcpjError(f"{f}: only .csv and .parquet files can be ingested")
+            spec = table_for_file(f)
+            if spec is None:
+                if p.is_dir():
+                    ignored.append(f.name)
+                    continue
+                names = ", ".join(s.name for s in schemas.TABLES)
+                raise HcpjError(
+                    f"{f}: the file name must start with a contract table name ({names}), "
+                    "or pass --format for another format"
+                )
+            found.append(Source(table=spec.name, file=f.name, path=f))
+    order = {s.name: i for i, s in enumerate(schemas.TABLES)}
+    found.sort(key=lambda s: order[s.table])
+    return found, ignored
+
+
+class Loader:
+    """Loads sources into one workspace's warehouse."""
+
+    def __init__(self, ws: Workspace, engine: Engine, *, now: datetime | None = None) -> None:
+        self.ws = ws
+        self.engine = engine
+        self.now = now or datetime.now(UTC).replace(tzinfo=None)
+        engine.create_empty(QUARANTINE, QUARANTINE_SCHEMA)
+        engine.create_empty(LOADS, LOADS_SCHEMA)
+        for spec in schemas.TABLES:
+            engine.create_empty(spec.name, validate.stored_schema(spec))
+
+    def load_all(
+        self,
+        sources: Sequence[Source],
+        *,
+        progress: Callable[[Source], Progress | None] | None = None,
+    ) -> list[FileResult]:
+        results = []
+        for src in sources:
+            try:
+                results.append(self.load(src, progress(src) if progress else None))
+            except InputFileError as exc:
+                results.append(
+                    FileResult(file=src.file, table=src.table, status="failed", error=exc.problem)
+                )
+        return results
+
+    def load(self, src: Source, on_progress: Progress | None = None) -> FileResult:
+        spec = schemas.BY_NAME[src.table]
+        result = FileResult(file=src.file, table=src.table)
+        digest = src.digest()
+        loads = self.engine.table(LOADS)
+        if self.engine.count(loads.filter((loads.sha256 == digest) & (loads.table == src.table))):
+            result.status = "already loaded"
+            return result
+
+        stage = f"__stage_{spec.name}"
+        ragged: list[dict[str, Any]] = []
+        if src.data is not None:
+            raw = self.engine.stage_arrow(src.data, stage)
+        elif src.path is not None and src.path.suffix.lower() == ".parquet":
+            raw = self.engine.stage_parquet(src.path, stage)
+        else:
+            assert src.path is not None
+            raw, ragged = self.engine.stage_csv(src.path, stage, on_progress=on_progress)
+        label = str(src.path) if src.path is not None else src.file
+        missing = validate.missing_required(spec, raw.columns)
+        if missing:
+            raise InputFileError(
+                label,
+                f"missing required column(s) {', '.join(missing)}; the header has "
+                f"{', '.join(c for c in raw.columns if c != LINE) or 'no columns'}",
+            )
+        load_id = uuid.uuid4().hex[:12]
+        try:
+            with self.engine.transaction():
+                result = self._load_staged(spec, src, raw, ragged, load_id, digest)
+        finally:
+            self.engine.drop(stage)
+            self.engine.drop(f"{stage}__checked")
+        return result
+
+    # ------------------------------------------------------------------------
+    def _load_staged(
+        self,
+        spec: TableSpec,
+        src: Source,
+        raw: ir.Table,
+        ragged: list[dict[str, Any]],
+        load_id: str,
+        digest: str,
+    ) -> FileResult:
+        eng = self.engine
+        rules = validate.Rules(
+            now=self.now,
+            allowed={k: self.ws.allowed(k) for k in schemas.EXTENDABLE.values()},
+            known_records=eng.table(schemas.HCPS.name).record_id,
+        )
+        checked = validate.check(raw, spec, rules)
+        checked.table = eng.create(f"__stage_{spec.name}__checked", checked.table, temp=True)
+        rows = eng.count(checked.table) + len(ragged)
+
+        bad = validate.quarantine_rows(checked)
+        q_parts: list[ir.Table] = [bad] if bad is not None else []
+        if ragged:
+            q_parts.append(
+                ibis.memtable(
+                    {
+                        "line": [r["line"] for r in ragged],
+                        "column": [""] * len(ragged),
+                        "value": [r["value"] for r in ragged],
+                        "reason": [r["reason"] for r in ragged],
+                    },
+                    schema={"line": "int64", "column": "string", "value": "string",
+                            "reason": "string"},
+                )
+            )
+
+        good = validate.valid_rows(checked)
+        dup_count, new_rows, conflicts = self._dedupe(spec, good)
+        if conflicts is not None:
+            q_parts.append(conflicts)
+
+        quarantined = 0
+        if q_parts:
+            q = q_parts[0]
+            for p in q_parts[1:]:
+                q = q.union(p, distinct=False)
+            q = q.mutate(
+                file=ibis.literal(src.file),
+                table=ibis.literal(spec.name),
+                path=ibis.literal(str(src.path) if src.path else src.file),
+                **{schemas.LOAD_ID: ibis.literal(load_id)},
+                quarantined_at=ibis.literal(self.now, type="timestamp"),
+            ).select(*QUARANTINE_SCHEMA.names)
+            q = eng.create("__quarantine_new", q, temp=True)
+            quarantined = int(eng.execute(q.line.nunique()))
+            eng.insert(QUARANTINE, q)
+            eng.drop("__quarantine_new")
+
+        loaded = self._store(spec, new_rows, load_id)
+        eng.insert(
+            LOADS,
+            ibis.memtable(
+                {
+                    schemas.LOAD_ID: [load_id], "table": [spec.name], "file": [src.file],
+                    "path": [str(src.path) if src.path else src.file], "sha256": [digest],
+                    "rows": [rows], "loaded": [loaded], "duplicates": [dup_count],
+                    "quarantined": [quarantined], "loaded_at": [self.now],
+                },
+                schema=LOADS_SCHEMA,
+            ),
+        )
+        return FileResult(
+            file=src.file, table=spec.name, rows=rows, loaded=loaded,
+            duplicates=dup_count, quarantined=quarantined,
+        )
+
+    def _dedupe(
+        self, spec: TableSpec, good: ir.Table
+    ) -> tuple[int, ir.Table, ir.Table | None]:
+        """Split valid rows into duplicates (skipped), rows to store and conflicts.
+
+        insert mode: the first row of a key wins; an identical re-send is a
+        duplicate, a different one a conflict. upsert mode: the last row of a key in
+        the file wins and replaces a stored row with other values.
+        """
+        eng = self.engine
+        key = list(spec.key)
+        h = schemas.ROW_HASH
+        order = good[LINE] if spec.mode == "insert" else good[LINE].desc()
+        w = ibis.window(group_by=key, order_by=order)
+        ranked = good.mutate(
+            _rn=ibis.row_number().over(w),
+            _first_hash=good[h].first().over(w),
+            _first_line=good[LINE].first().over(w),
+        )
+        ranked = eng.create("__dedupe", ranked, temp=True)
+        heads = ranked.filter(ranked._rn == 0)
+        repeats = ranked.filter(ranked._rn > 0)
+        stored = eng.table(spec.name).select(*key, _stored_hash=eng.table(spec.name)[h])
+        joined = heads.left_join(stored, key, lname="{name}", rname="{name}__s")
+        joined = joined.drop(*[f"{k}__s" for k in key if f"{k}__s" in joined.columns])
+        same_stored = joined._stored_hash.notnull() & (joined._stored_hash == joined[h])
+        dup = eng.count(repeats.filter(repeats[h] == repeats._first_hash)) + eng.count(
+            joined.filter(same_stored)
+        )
+        conflicts = None
+        key_txt = "+".join(key)
+        if spec.mode == "insert":
+            c1 = repeats.filter(repeats[h] != repeats._first_hash).select(
+                line=repeats[LINE],
+                column=ibis.literal(key[0]),
+                value=repeats[key[0]].cast("string"),
+                reason=ibis.literal(
+                    f"{key_txt} repeats an earlier row of this file with other values; "
+                    "give each row its own key"
+                ),
+            )
+            changed = joined.filter(joined._stored_hash.notnull() & ~same_stored)
+            c2 = changed.select(
+                line=changed[LINE],
+                column=ibis.literal(key[0]),
+                value=changed[key[0]].cast("string"),
+                reason=ibis.literal(
+                    f"{key_txt} was already loaded with other values; send a new {key_txt} "
+                    "for a new row"
+                ),
+            )
+            conflicts = c1.union(c2, distinct=False)
+            new = joined.filter(joined._stored_hash.isnull())
+        else:
+            new = joined.filter(~same_stored)
+        cols = list(validate.stored_schema(spec).names)
+        new = new.mutate(**{schemas.LOAD_ID: ibis.literal("")}).select(*cols)
+        return dup, new, conflicts
+
+    def _store(self, spec: TableSpec, new: ir.Table, load_id: str) -> int:
+        eng = self.engine
+        new = new.mutate(**{schemas.LOAD_ID: ibis.literal(load_id)})
+        new = eng.create("__new_rows", new, temp=True)
+        n = eng.count(new)
+        if n == 0:
+            eng.drop("__new_rows")
+            eng.drop("__dedupe")
+            return 0
+        current = eng.table(spec.name)
+        if spec.mode == "upsert":
+            current = current.anti_join(new.select(*spec.key), list(spec.key))
+        combined = current.union(new.select(*current.columns), distinct=False)
+        eng.rewrite_sorted(spec.name, combined, spec.sort)
+        eng.drop("__new_rows")
+        eng.drop("__dedupe")
+        return n
