@@ -117,6 +117,82 @@ def ingest(
         ))
 
 
+@app.command()
+def build(workspace: WorkspaceOpt = Path(".")) -> None:
+    """Identity resolution and 360 profiles (journeys, segments and models in later versions)."""
+    ws = _ws(workspace)
+    with console.status("building"):
+        s = services.build(ws)
+    console.print(f"built {s.hcps:,} HCPs from {s.records:,} records; {s.events:,} events")
+
+
+@app.command()
+def export(
+    kind: Annotated[str, typer.Argument(help="identities, profiles, quarantine or quality.")],
+    out: Annotated[Path, typer.Option("--out", help="Output file: .csv or .parquet.")],
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Write one of the contract's outputs to a file."""
+    n = services.export(_ws(workspace), kind, out)
+    console.print(f"wrote {n:,} rows to {out}")
+
+
+@app.command()
+def quality(workspace: WorkspaceOpt = Path(".")) -> None:
+    """Data-quality report: completeness, NPI coverage, quarantine, staleness, gaps, duplicates."""
+    from hcpjourney.quality import quality_report
+
+    ws = _ws(workspace)
+    with services.warehouse(ws, read_only=True) as eng:
+        quality_report(eng, ws).render(console)
+
+
+@app.command()
+def simulate(
+    hcps: Annotated[int, typer.Option("--hcps", min=1, help="Number of simulated people.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the data drop to.")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same drop.")] = 0,
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Write a simulated data drop (contract files + journey.yaml; truth in OUT/_truth)."""
+    from hcpjourney.simulate import simulate as run
+
+    with Progress(
+        TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} HCPs"),
+        TimeElapsedColumn(), console=err, transient=True,
+    ) as progress:
+        task = progress.add_task("simulate", total=hcps)
+
+        def step(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        summary = run(hcps, out, seed=seed, progress=step)
+    console.print(f"wrote a simulated drop of {summary.n_records:,} HCP records to {out}")
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Workspace folder.")] = Path("hcpj-demo"),
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after the summary.")] = False,
+    port: Annotated[int, typer.Option(help="Port for the web app.")] = 8000,
+    hcps: Annotated[int, typer.Option(help="Simulated HCPs.")] = services.DEMO_HCPS,
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """A simulated cardiology brand end to end: simulate, ingest, build, summarise."""
+    with console.status("simulating, ingesting and building the demo brand"):
+        s = services.demo(directory, n_hcps=hcps)
+    print_results(s.ingest, [])
+    console.print(
+        f"[bold]demo workspace[/bold] {s.workspace}: {s.build.records:,} HCP records resolved to "
+        f"{s.build.hcps:,} HCPs, {s.build.events:,} events"
+    )
+    console.print("top channels: " + ", ".join(f"{c} {n:,}" for c, n in s.channels))
+    console.print(
+        f"next: hcpj export profiles --out profiles.csv --workspace {s.workspace}; "
+        f"hcpj quality --workspace {s.workspace}"
+    )
+
+
 def main() -> None:
     """Entry point: one-line errors, non-zero exit, no tracebacks for user errors."""
     try:

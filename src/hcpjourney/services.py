@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from hcpjourney import engine as engines
@@ -28,11 +29,17 @@ def sources_for(paths: Sequence[str | Path], fmt: str = "contract") -> tuple[lis
     if fmt == "contract":
         return discover(paths)
     if fmt == "open-payments":
-        from hcpjourney.ingest.open_payments import open_payments_sources
+        from hcpjourney.ingest.open_payments import OpenPaymentsFormatError, read_open_payments
 
         out: list[Source] = []
         for p in paths:
-            out.extend(open_payments_sources(Path(p)))
+            try:
+                outputs = read_open_payments(Path(p))
+            except OpenPaymentsFormatError as exc:
+                raise HcpjError(str(exc)) from None
+            out.extend(Source(table=o.table, file=o.file, data=o.data) for o in outputs)
+        order = {"hcps": 0}
+        out.sort(key=lambda s: order.get(s.table, 1))
         return out, []
     raise HcpjError(f"unknown --format '{fmt}'; use one of {', '.join(INGEST_FORMATS)}")
 
@@ -53,3 +60,95 @@ def ingest(
     with warehouse(ws) as eng:
         results = Loader(ws, eng).load_all(sources, progress=progress)
     return results, ignored
+
+
+# ---------------------------------------------------------------------- build
+@dataclass
+class BuildSummary:
+    records: int
+    hcps: int
+    events: int
+
+
+def build(ws: Workspace) -> BuildSummary:
+    """Identity resolution, resolved events and 360 profiles."""
+    from hcpjourney.identity.exact import resolve_exact
+    from hcpjourney.identity.profiles import build_events, build_profiles
+
+    with warehouse(ws) as eng:
+        if not eng.has_table("hcps") or eng.count(eng.table("hcps")) == 0:
+            raise HcpjError("nothing to build: ingest a data drop first (`hcpj ingest DIR`)")
+        with eng.transaction():
+            ids = resolve_exact(eng)
+            events = build_events(eng)
+            profiles = build_profiles(eng)
+            return BuildSummary(
+                records=eng.count(ids), hcps=eng.count(profiles), events=eng.count(events)
+            )
+
+
+# --------------------------------------------------------------------- export
+EXPORT_KINDS = ("identities", "profiles", "quarantine", "quality")
+_QUARANTINE_COLUMNS = ("file", "line", "column", "value", "reason", "table")
+
+
+def export(ws: Workspace, kind: str, out: Path) -> int:
+    """Write one output of CONTRACT section 4 to ``out`` (.csv or .parquet)."""
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise HcpjError(f"--out {out}: use a .csv or .parquet file name")
+    if kind not in EXPORT_KINDS:
+        raise HcpjError(f"unknown export kind '{kind}'; available: {', '.join(EXPORT_KINDS)}")
+    with warehouse(ws) as eng:
+        if kind == "quality":
+            import ibis
+
+            from hcpjourney.quality import quality_report
+
+            return eng.export(ibis.memtable(quality_report(eng, ws).to_long()), out)
+        if kind == "quarantine":
+            if not eng.has_table("quarantine"):
+                raise HcpjError("nothing ingested yet: run `hcpj ingest DIR` first")
+            q = eng.table("quarantine")
+            expr = q.select(*_QUARANTINE_COLUMNS).order_by(["file", "line", "column"])
+            return eng.export(expr, out)
+        if not eng.has_table(kind):
+            raise HcpjError(f"no {kind} yet: run `hcpj build` first")
+        t = eng.table(kind)
+        order = {"identities": ["hcp_id", "record_id"], "profiles": ["hcp_id"]}[kind]
+        return eng.export(t.order_by(order), out)
+
+
+# ----------------------------------------------------------------------- demo
+DEMO_HCPS = 2000
+DEMO_SEED = 7
+
+
+@dataclass
+class DemoSummary:
+    workspace: Path
+    ingest: list[FileResult]
+    build: BuildSummary
+    channels: list[tuple[str, int]]
+
+
+def demo(root: Path, *, n_hcps: int = DEMO_HCPS, seed: int = DEMO_SEED) -> DemoSummary:
+    """Simulate a cardiology brand, ingest it and build it in workspace ``root``."""
+    from hcpjourney.simulate import simulate
+
+    ws = Workspace.init(root)
+    drop = ws.root / "drop"
+    simulate(n_hcps, drop, seed=seed)
+    results, _ = ingest(ws, [drop])
+    summary = build(ws)
+    with warehouse(ws, read_only=True) as eng:
+        ev = eng.table("events")
+        top = eng.to_pyarrow(
+            ev.group_by("channel").aggregate(n=ev.count()).order_by(ibis_desc("n")).limit(6)
+        ).to_pylist()
+    return DemoSummary(ws.root, results, summary, [(r["channel"], r["n"]) for r in top])
+
+
+def ibis_desc(col: str) -> object:
+    import ibis
+
+    return ibis.desc(col)
