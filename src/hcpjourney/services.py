@@ -27,7 +27,18 @@ def warehouse(ws: Workspace, *, read_only: bool = False) -> Iterator[engines.Eng
 def sources_for(paths: Sequence[str | Path], fmt: str = "contract") -> tuple[list[Source], list[str]]:
     """The sources an ingest of ``paths`` in format ``fmt`` loads, and files passed over."""
     if fmt == "contract":
-        return discover(paths)
+        from hcpjourney.ingest.loader import table_for_file
+        from hcpjourney.ingest.open_payments import looks_like_open_payments
+
+        # A file that is not a contract file but an Open Payments export needs no --format.
+        op = [p for p in map(Path, paths)
+              if p.is_file() and table_for_file(p) is None and looks_like_open_payments(p)]
+        rest = [p for p in paths if Path(p) not in op]
+        found, ignored = discover(rest) if rest else ([], [])
+        if op:
+            more, _ = sources_for(op, "open-payments")
+            found = sorted([*found, *more], key=lambda s: s.table != "hcps")
+        return found, ignored
     if fmt == "open-payments":
         from hcpjourney.ingest.open_payments import OpenPaymentsFormatError, read_open_payments
 
