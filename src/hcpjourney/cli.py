@@ -46,9 +46,7 @@ def init(
     workspace: WorkspaceOpt = Path("."),
 ) -> None:
     """Create a workspace: hcpj.toml, an embedded warehouse and app database."""
-    ws = Workspace.init(directory, engine=engine, app_db=app_db)
-    with services.warehouse(ws):
-        pass
+    ws = services.init_workspace(directory, engine=engine, app_db=app_db)
     console.print(f"workspace ready in {ws.root}")
 
 

@@ -15,6 +15,17 @@ from hcpjourney.ingest.loader import FileResult, Loader, Progress, Source, disco
 INGEST_FORMATS = ("contract", "open-payments")
 
 
+def init_workspace(path: str | Path, *, engine: str = "duckdb", app_db: str | None = None) -> Workspace:
+    """Create (or reopen) a workspace: hcpj.toml, the warehouse and the migrated app database."""
+    from hcpjourney.app import db
+
+    ws = Workspace.init(path, engine=engine, app_db=app_db)
+    with warehouse(ws):
+        pass
+    db.upgrade(ws.app_db_url)
+    return ws
+
+
 @contextmanager
 def warehouse(ws: Workspace, *, read_only: bool = False) -> Iterator[engines.Engine]:
     eng = engines.connect(ws, read_only=read_only)
@@ -146,7 +157,7 @@ def demo(root: Path, *, n_hcps: int = DEMO_HCPS, seed: int = DEMO_SEED) -> DemoS
     """Simulate a cardiology brand, ingest it and build it in workspace ``root``."""
     from hcpjourney.simulate import simulate
 
-    ws = Workspace.init(root)
+    ws = init_workspace(root)
     drop = ws.root / "drop"
     simulate(n_hcps, drop, seed=seed)
     results, _ = ingest(ws, [drop])
