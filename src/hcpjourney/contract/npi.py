@@ -26,7 +26,7 @@ def npi_check_digit(first9: str) -> int:
 
 def is_valid_npi(value: str | None) -> bool:
     """True for a 10-digit NPI whose last digit is the Luhn check over prefix 80840."""
-    if value is None or len(value) != 10 or not value.isdigit():
+    if value is None or len(value) != 10 or not (value.isascii() and value.isdigit()):
         return False
     return npi_check_digit(value[:9]) == int(value[9])
 

@@ -22,6 +22,9 @@ from hcpjourney.contract.schemas import Column, TableSpec
 LINE = "_line"
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
+# Timestamps that name a planned date rather than something that happened, so a
+# future value is expected (content approved until a date).
+_FUTURE_OK = frozenset({("content", "expires_at")})
 _IBIS_TYPES = {
     schemas.TEXT: "string",
     schemas.PERIOD: "string",
@@ -81,14 +84,21 @@ def _typed(col: Column, v: ir.StringValue) -> ir.Value:
         return v
     if col.type == schemas.INT:
         as_num = v.try_cast("float64")
-        return ibis.ifelse(as_num == as_num.round(), as_num.round().cast("int64"), ibis.null())
+        # try_cast: nan, inf and values beyond int64 are "not a whole number", not a crash
+        whole = as_num.try_cast("int64")
+        return ibis.ifelse(as_num == whole.cast("float64"), whole, ibis.null())
     if col.type == schemas.NUMBER:
-        return v.try_cast("float64")
+        as_num = v.try_cast("float64")
+        return ibis.ifelse(as_num.isnan() | as_num.isinf(), ibis.null(), as_num)
     if col.type == schemas.BOOL:
         low = v.lower()
         return ibis.cases((low.isin(_TRUE), True), (low.isin(_FALSE), False)).cast("boolean")
     if col.type == schemas.TIMESTAMP:
-        return v.try_cast("timestamp('UTC')").cast("timestamp")
+        # The engine's parser also takes words such as "epoch" and "-infinity" and BC
+        # dates ("-2024-01-01"); ISO-8601 starts with the date.
+        iso = v.re_search(r"^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}")
+        parsed = v.try_cast("timestamp('UTC')").cast("timestamp")
+        return ibis.ifelse(iso, parsed, ibis.null("timestamp"))
     raise AssertionError(col.type)
 
 
@@ -105,7 +115,7 @@ def npi_is_valid(v: ir.StringValue) -> ir.BooleanValue:
         const += d
     total: ir.IntegerValue = ibis.literal(const)
     for k in range(10):
-        d = v.substr(k, 1).cast("int64")
+        d = v.substr(k, 1).try_cast("int64")
         if (9 - k) % 2 == 1:
             d = d * 2 - ibis.ifelse(d >= 5, 9, 0)
         total = total + d
@@ -148,11 +158,12 @@ def check(raw: ir.Table, spec: TableSpec, rules: Rules) -> Checked:
                 v.notnull() & t.isnull(),
                 f"{col.name} is not an ISO-8601 timestamp (e.g. 2025-03-14T09:30:00Z)",
             )
-            add_reason(
-                col.name,
-                t > ibis.literal(rules.now, type="timestamp"),
-                f"{col.name} is in the future; send past events only (no offset means UTC)",
-            )
+            if (spec.name, col.name) not in _FUTURE_OK:
+                add_reason(
+                    col.name,
+                    t > ibis.literal(rules.now, type="timestamp"),
+                    f"{col.name} is in the future; send past events only (no offset means UTC)",
+                )
         elif col.type == schemas.INT:
             add_reason(col.name, v.notnull() & t.isnull(), f"{col.name} is not a whole number")
             if col.int_range:

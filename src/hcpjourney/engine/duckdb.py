@@ -144,9 +144,11 @@ class DuckDBEngine:
         """
         header = _read_header(path)
         try:
-            reader, ragged = self._open_csv(path, header, tolerate=False)
-            table = self._stage_batches(path, name, reader, header, [], on_progress)
-            return table, ragged
+            reader, seen = self._open_csv(path, header, tolerate=False)
+            table = self._stage_batches(
+                path, name, reader, header, [], on_progress, ragged_seen=seen
+            )
+            return table, []
         except _RaggedRows:
             pass
         # Slow path: single-threaded parse that reports each malformed row's line.
@@ -161,8 +163,9 @@ class DuckDBEngine:
         ragged: list[dict[str, Any]] = []
 
         def handler(row: Any) -> str:
-            if not tolerate:
-                raise _RaggedRows()
+            # An exception raised here is swallowed by pyarrow (printed as "Exception
+            # ignored"), so the fast path records the row and fails the read instead;
+            # callers turn that failure into _RaggedRows.
             ragged.append(
                 {
                     "line": row.number,
@@ -171,7 +174,7 @@ class DuckDBEngine:
                     f"{row.expected_columns}; fix the quoting or the delimiters of this line",
                 }
             )
-            return "skip"
+            return "skip" if tolerate else "error"
 
         try:
             reader = pacsv.open_csv(
@@ -182,13 +185,16 @@ class DuckDBEngine:
                 parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=handler),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.string() for c in header},
+                    # only an empty field is empty: pyarrow's default null markers would
+                    # erase values such as "NA" (Namibia), "null" or "nan"
+                    null_values=[""],
                     strings_can_be_null=True,
                     quoted_strings_can_be_null=True,
                 ),
             )
-        except _RaggedRows:
-            raise
         except pa.ArrowInvalid as exc:
+            if ragged and not tolerate:
+                raise _RaggedRows() from None
             raise InputFileError(str(path), _csv_problem(exc)) from None
         return reader, ragged
 
@@ -200,9 +206,14 @@ class DuckDBEngine:
         header: list[str],
         skipped: list[dict[str, Any]],
         on_progress: Callable[[int], None] | None,
+        *,
+        ragged_seen: list[dict[str, Any]] | None = None,
     ) -> ir.Table:
         schema = pa.schema([*(pa.field(c, pa.string()) for c in header), pa.field(LINE, pa.int64())])
         path_hint = str(path)
+        # DuckDB reports an exception raised while it reads the batches as its own
+        # error without a cause, so the original is kept here and re-raised.
+        failure: list[Exception] = []
 
         def batches() -> Iterator[pa.RecordBatch]:
             done = 0
@@ -211,10 +222,12 @@ class DuckDBEngine:
                     batch = reader.read_next_batch()
                 except StopIteration:
                     return
-                except _RaggedRows:
-                    raise
                 except pa.ArrowInvalid as exc:
-                    raise InputFileError(path_hint, _csv_problem(exc)) from None
+                    if ragged_seen:
+                        failure.append(_RaggedRows())
+                    else:
+                        failure.append(InputFileError(path_hint, _csv_problem(exc)))
+                    raise failure[-1] from None
                 n = batch.num_rows
                 k = np.arange(done, done + n, dtype=np.int64)
                 lines = _record_lines(k, sorted(r["line"] for r in skipped if r["line"]))
@@ -229,11 +242,8 @@ class DuckDBEngine:
         try:
             self._raw.execute(f'CREATE OR REPLACE TEMP TABLE "{name}" AS SELECT * FROM __stage_src')
         except duckdb.InvalidInputException as exc:
-            cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, _RaggedRows) or "_RaggedRows" in str(exc):
-                raise _RaggedRows() from None
-            if isinstance(cause, InputFileError):
-                raise cause from None
+            if failure:
+                raise failure[0] from None
             raise InputFileError(path_hint, _csv_problem(exc)) from None
         finally:
             self._raw.unregister("__stage_src")
@@ -273,8 +283,20 @@ class DuckDBEngine:
         if path.suffix.lower() == ".parquet":
             pq.write_table(data, str(path))
         else:
-            pacsv.write_csv(data, str(path))
+            pacsv.write_csv(_iso_timestamps(data), str(path))
         return data.num_rows
+
+
+def _iso_timestamps(data: pa.Table) -> pa.Table:
+    """Timestamps as ISO-8601 UTC text (2025-03-14T09:30:00Z) for CSV output."""
+    import pyarrow.compute as pc
+
+    for i, f in enumerate(data.schema):
+        if pa.types.is_timestamp(f.type):
+            secs = pc.cast(data.column(i), pa.timestamp("s", f.type.tz), safe=False)
+            text = pc.strftime(secs, format="%Y-%m-%dT%H:%M:%SZ")
+            data = data.set_column(i, f.name, text)
+    return data
 
 
 def _record_lines(k: np.ndarray, skipped_lines: list[int]) -> np.ndarray:
@@ -302,6 +324,10 @@ def _read_header(path: Path) -> list[str]:
         raise InputFileError(str(path), "is empty; a CSV file needs a header row")
     if b"\x00" in head:
         raise InputFileError(str(path), "is not a CSV text file (it holds binary data)")
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
+        raise InputFileError(
+            str(path), "holds JSON, not CSV; export it as CSV with a header row"
+        )
     first = head.split(b"\n", 1)[0]
     try:
         text = first.decode("utf-8-sig")

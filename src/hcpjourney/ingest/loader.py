@@ -300,7 +300,9 @@ class Loader:
         heads = ranked.filter(ranked._rn == 0)
         repeats = ranked.filter(ranked._rn > 0)
         stored = eng.table(spec.name).select(*key, _stored_hash=eng.table(spec.name)[h])
-        joined = heads.left_join(stored, key, lname="{name}", rname="{name}__s")
+        # null-safe: an optional key column (relationships.kind) may be empty
+        on = [heads[k].identical_to(stored[k]) for k in key]
+        joined = heads.left_join(stored, on, lname="{name}", rname="{name}__s")
         joined = joined.drop(*[f"{k}__s" for k in key if f"{k}__s" in joined.columns])
         same_stored = joined._stored_hash.notnull() & (joined._stored_hash == joined[h])
         dup = eng.count(repeats.filter(repeats[h] == repeats._first_hash)) + eng.count(
@@ -347,7 +349,8 @@ class Loader:
             return 0
         current = eng.table(spec.name)
         if spec.mode == "upsert":
-            current = current.anti_join(new.select(*spec.key), list(spec.key))
+            keys = new.select(*spec.key)
+            current = current.anti_join(keys, [current[k].identical_to(keys[k]) for k in spec.key])
         combined = current.union(new.select(*current.columns), distinct=False)
         eng.rewrite_sorted(spec.name, combined, spec.sort)
         eng.drop("__new_rows")
