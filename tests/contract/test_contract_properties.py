@@ -106,7 +106,7 @@ def engine_timestamps(
         {"ts": values, validate.LINE: list(range(len(values)))},
         schema={"ts": "string", validate.LINE: "int64"},
     )
-    checked = validate.check(raw, PROBE, validate.Rules(now=NOW))
+    checked = validate.check(validate.staged(raw, PROBE), PROBE, validate.Rules(now=NOW))
     reasons = [q for q, _ in checked.reasons]
     t = checked.table
     rows = eng.to_pyarrow(t.select(validate.LINE, "_t_ts", *reasons)).to_pylist()

@@ -242,4 +242,3 @@ BY_NAME: dict[str, TableSpec] = {t.name: t for t in TABLES}
 ATTRIBUTES = "attributes"  # JSON text of unknown extra columns
 LOADED_AT = "_loaded_at"
 LOAD_ID = "_load_id"
-ROW_HASH = "_row_hash"

@@ -18,6 +18,7 @@ import ibis.expr.types as ir
 from hcpjourney.contract import schemas
 from hcpjourney.contract.npi import NPI_PREFIX
 from hcpjourney.contract.schemas import Column, TableSpec
+from hcpjourney.engine import RAW_PREFIX
 
 LINE = "_line"
 _TRUE = ("true", "t", "yes", "y", "1")
@@ -46,7 +47,6 @@ def stored_schema(spec: TableSpec) -> ibis.Schema:
         (schemas.ATTRIBUTES, "string"),
         (schemas.LOAD_ID, "string"),
         (LINE, "int64"),
-        (schemas.ROW_HASH, "int64"),
     ]
     return ibis.schema(pairs)
 
@@ -62,19 +62,14 @@ class Rules:
 
 @dataclass
 class Checked:
-    table: ir.Table  # staged columns + typed "_t_<col>" columns + reason columns
+    table: ir.Table  # staged columns (see `staged`) + one reason column per rule
     reasons: list[tuple[str, str]]  # (reason column, contract column it is about)
     spec: TableSpec
-    extra: list[str]  # unknown input columns, kept as attributes
 
 
 def missing_required(spec: TableSpec, columns: list[str]) -> list[str]:
     present = set(columns)
     return [c for c in spec.required if c not in present]
-
-
-def _clean(v: ir.StringValue) -> ir.StringValue:
-    return v.strip().nullif("")
 
 
 def _typed(col: Column, v: ir.StringValue) -> ir.Value:
@@ -132,9 +127,45 @@ def _enum_reason(col: Column, allowed: tuple[str, ...]) -> str:
     return f"unknown {col.name}: use one of {shown}{hint}"
 
 
-def check(raw: ir.Table, spec: TableSpec, rules: Rules) -> Checked:
-    """Typed columns and per-rule reasons for every staged row."""
+def _plain(col: Column) -> bool:
+    """A text column stored as given (its typed value is its cleaned text)."""
+    return col.type == schemas.TEXT and col.enum is None and not col.extendable
+
+
+def staged(raw: ir.Table, spec: TableSpec) -> ir.Table:
+    """What staging stores of an input file: one projection, evaluated once per row.
+
+    ``raw`` holds the file's text with contract columns already cleaned by the
+    engine (trimmed, empty as null, the text as sent in ``_r_<col>`` where that
+    changed it). Per contract column present this keeps ``_v_<col>`` the
+    cleaned text, ``_r_<col>``, and, where typing changes it, ``_t_<col>`` the
+    typed value; the unknown columns as JSON ``attributes``; and ``_line``. The
+    rules then read these stored columns, so no expression is evaluated twice.
+    """
     present = set(raw.columns)
+    cols: dict[str, ir.Value] = {LINE: raw[LINE]}
+    for col in spec.columns:
+        if col.name not in present:
+            continue
+        v = raw[col.name].cast("string")
+        cols[f"_v_{col.name}"] = v
+        r = f"{RAW_PREFIX}{col.name}"
+        cols[r] = raw[r] if r in present else ibis.null("string")
+        if not _plain(col):
+            cols[f"_t_{col.name}"] = _typed(col, v)
+    contract_names = {c.name for c in spec.columns}
+    raw_names = {f"{RAW_PREFIX}{c}" for c in contract_names}
+    extra = [c for c in raw.columns if c not in contract_names | raw_names and c != LINE]
+    if extra:
+        attrs = ibis.struct({c: raw[c].cast("string") for c in extra})
+        cols[schemas.ATTRIBUTES] = attrs.cast("json").cast("string")
+    else:
+        cols[schemas.ATTRIBUTES] = ibis.null("string")
+    return raw.select(**cols)
+
+
+def check(t: ir.Table, spec: TableSpec, rules: Rules) -> Checked:
+    """Per-rule reasons for every staged row (``t`` as made by ``staged``)."""
     mutations: dict[str, ir.Value] = {}
     reasons: list[tuple[str, str]] = []
 
@@ -144,40 +175,40 @@ def check(raw: ir.Table, spec: TableSpec, rules: Rules) -> Checked:
         reasons.append((name, column))
 
     for col in spec.columns:
-        if col.name not in present:
-            mutations[f"_t_{col.name}"] = ibis.null(ibis_type(col))
+        if f"_v_{col.name}" not in t.columns:
             continue
-        v = _clean(raw[col.name].cast("string"))
-        t = _typed(col, v)
-        mutations[f"_t_{col.name}"] = t
+        v = t[f"_v_{col.name}"]
+        typed = t[f"_t_{col.name}"] if f"_t_{col.name}" in t.columns else v
         if col.required:
             add_reason(col.name, v.isnull(), f"{col.name} is required but empty; fill it in")
         if col.type == schemas.TIMESTAMP:
             add_reason(
                 col.name,
-                v.notnull() & t.isnull(),
+                v.notnull() & typed.isnull(),
                 f"{col.name} is not an ISO-8601 timestamp (e.g. 2025-03-14T09:30:00Z)",
             )
             if (spec.name, col.name) not in _FUTURE_OK:
                 add_reason(
                     col.name,
-                    t > ibis.literal(rules.now, type="timestamp"),
+                    typed > ibis.literal(rules.now, type="timestamp"),
                     f"{col.name} is in the future; send past events only (no offset means UTC)",
                 )
         elif col.type == schemas.INT:
-            add_reason(col.name, v.notnull() & t.isnull(), f"{col.name} is not a whole number")
+            add_reason(col.name, v.notnull() & typed.isnull(), f"{col.name} is not a whole number")
             if col.int_range:
                 lo, hi = col.int_range
                 add_reason(
                     col.name,
-                    t.notnull() & ~t.between(lo, hi),
+                    typed.notnull() & ~typed.between(lo, hi),
                     f"{col.name} must be between {lo} and {hi}",
                 )
         elif col.type == schemas.NUMBER:
-            add_reason(col.name, v.notnull() & t.isnull(), f"{col.name} is not a number")
+            add_reason(col.name, v.notnull() & typed.isnull(), f"{col.name} is not a number")
         elif col.type == schemas.BOOL:
             add_reason(
-                col.name, v.notnull() & t.isnull(), f"{col.name} is not true/false (or yes/no, 1/0)"
+                col.name,
+                v.notnull() & typed.isnull(),
+                f"{col.name} is not true/false (or yes/no, 1/0)",
             )
         elif col.type == schemas.PERIOD:
             add_reason(
@@ -191,7 +222,7 @@ def check(raw: ir.Table, spec: TableSpec, rules: Rules) -> Checked:
                 if col.extendable
                 else tuple(col.enum or ())
             )
-            add_reason(col.name, t.notnull() & ~t.isin(allowed), _enum_reason(col, allowed))
+            add_reason(col.name, typed.notnull() & ~typed.isin(allowed), _enum_reason(col, allowed))
         if col.npi:
             add_reason(
                 col.name,
@@ -205,22 +236,18 @@ def check(raw: ir.Table, spec: TableSpec, rules: Rules) -> Checked:
                 v.notnull() & ~v.isin(rules.known_records),
                 f"{col.name} names no known HCP record; send that record in hcps first",
             )
-
-    contract_names = {c.name for c in spec.columns}
-    extra = [c for c in raw.columns if c not in contract_names and c != LINE]
-    return Checked(raw.mutate(**mutations), reasons, spec, extra)
+    return Checked(t.mutate(**mutations), reasons, spec)
 
 
-def quarantine_rows(checked: Checked) -> ir.Table | None:
-    """One row per broken rule: line, column, value, reason."""
+def quarantine_rows(checked: Checked, t: ir.Table) -> ir.Table | None:
+    """One row per broken rule (line, column, value, reason) of ``t``, a subset of checked rows."""
     parts = []
     for qcol, column in checked.reasons:
-        t = checked.table
         parts.append(
             t.filter(t[qcol].notnull()).select(
                 line=t[LINE],
                 column=ibis.literal(column),
-                value=t[column].cast("string"),
+                value=ibis.coalesce(t[f"_r_{column}"], t[f"_v_{column}"]),
                 reason=t[qcol],
             )
         )
@@ -233,22 +260,39 @@ def quarantine_rows(checked: Checked) -> ir.Table | None:
 
 
 def valid_rows(checked: Checked) -> ir.Table:
-    """Rows that break no rule, with typed contract columns and attributes."""
+    """Rows that break no rule, as typed contract columns, attributes and ``_line``."""
     t = checked.table
     cond: ir.BooleanValue = ibis.literal(True)
     for qcol, _ in checked.reasons:
         cond = cond & t[qcol].isnull()
     good = t.filter(cond)
-    cols: dict[str, ir.Value] = {c.name: good[f"_t_{c.name}"] for c in checked.spec.columns}
-    if checked.extra:
-        attrs = ibis.struct({c: good[c].cast("string") for c in checked.extra})
-        cols[schemas.ATTRIBUTES] = attrs.cast("json").cast("string")
-    else:
-        cols[schemas.ATTRIBUTES] = ibis.null("string")
+    cols: dict[str, ir.Value] = {}
+    for c in checked.spec.columns:
+        for name in (f"_t_{c.name}", f"_v_{c.name}"):
+            if name in good.columns:
+                cols[c.name] = good[name]
+                break
+        else:
+            cols[c.name] = ibis.null(ibis_type(c))
+    cols[schemas.ATTRIBUTES] = good[schemas.ATTRIBUTES]
     cols[LINE] = good[LINE]
-    out = good.select(**cols)
-    # JSON of the row is an unambiguous encoding (nulls included) to hash
-    fields = {c.name: out[c.name].cast("string") for c in checked.spec.columns}
-    fields[schemas.ATTRIBUTES] = out[schemas.ATTRIBUTES]
-    row_hash = ibis.struct(fields).cast("json").cast("string").hash()
-    return out.mutate(**{schemas.ROW_HASH: row_hash})
+    return good.select(**cols)
+
+
+def bad_rows(checked: Checked) -> ir.Table:
+    """Rows that break at least one rule (all staged and reason columns)."""
+    t = checked.table
+    cond: ir.BooleanValue = ibis.literal(False)
+    for qcol, _ in checked.reasons:
+        cond = cond | t[qcol].notnull()
+    return t.filter(cond)
+
+
+def row_hash(t: ir.Table, spec: TableSpec) -> ir.IntegerValue:
+    """A hash of a row's contract values and attributes, to tell a re-send from a change.
+
+    The JSON of the row is an unambiguous encoding (nulls included) to hash.
+    """
+    fields = {c.name: t[c.name].cast("string") for c in spec.columns}
+    fields[schemas.ATTRIBUTES] = t[schemas.ATTRIBUTES]
+    return ibis.struct(fields).cast("json").cast("string").hash()

@@ -28,8 +28,15 @@ LINE = "_line"  # 1-based line of a staged row in its file (header = line 1)
 _BLOCK = 16 << 20
 
 
+Transform = Callable[[ir.Table], ir.Table]
+
+
 class _RaggedRows(Exception):
     pass
+
+
+def _sql_quote(text: str) -> str:
+    return text.replace("'", "''")
 
 
 class DuckDBEngine:
@@ -135,18 +142,23 @@ class DuckDBEngine:
         path: Path,
         name: str,
         *,
+        transform: Transform | None = None,
+        clean: Sequence[str] = (),
         on_progress: Callable[[int], None] | None = None,
     ) -> tuple[ir.Table, list[dict[str, Any]]]:
-        """Stage a CSV file as a temp table of text columns plus ``_line``.
+        """Stage a CSV file as a temp table, in one pass over the file.
 
-        Returns the staged table and the rows that could not be parsed (wrong
-        number of fields), each as {line, value, reason}.
+        The file is read as text columns plus ``_line``; the ``clean`` columns
+        are cleaned (see ``clean_batch``); ``transform`` (an Ibis expression over
+        that) says what is stored, so typing happens while staging. Returns the
+        staged table and the rows that could not be parsed (wrong number of
+        fields), each as {line, value, reason}.
         """
         header = _read_header(path)
         try:
             reader, seen = self._open_csv(path, header, tolerate=False)
             table = self._stage_batches(
-                path, name, reader, header, [], on_progress, ragged_seen=seen
+                path, name, reader, header, [], on_progress, transform, clean, ragged_seen=seen
             )
             return table, []
         except _RaggedRows:
@@ -154,7 +166,9 @@ class DuckDBEngine:
         # Slow path: single-threaded parse that reports each malformed row's line.
         reader, ragged = self._open_csv(path, header, tolerate=True)
         skipped = ragged  # filled while batches are read
-        table = self._stage_batches(path, name, reader, header, skipped, on_progress)
+        table = self._stage_batches(
+            path, name, reader, header, skipped, on_progress, transform, clean
+        )
         return table, ragged
 
     def _open_csv(
@@ -206,10 +220,13 @@ class DuckDBEngine:
         header: list[str],
         skipped: list[dict[str, Any]],
         on_progress: Callable[[int], None] | None,
+        transform: Transform | None,
+        clean: Sequence[str],
         *,
         ragged_seen: list[dict[str, Any]] | None = None,
     ) -> ir.Table:
         schema = pa.schema([*(pa.field(c, pa.string()) for c in header), pa.field(LINE, pa.int64())])
+        out_schema = clean_schema(schema, clean)
         path_hint = str(path)
         # DuckDB reports an exception raised while it reads the batches as its own
         # error without a cause, so the original is kept here and re-raised.
@@ -233,14 +250,16 @@ class DuckDBEngine:
                 lines = _record_lines(k, sorted(r["line"] for r in skipped if r["line"]))
                 done += n
                 cols = [batch.column(i) for i in range(batch.num_columns)]
-                yield pa.RecordBatch.from_arrays([*cols, pa.array(lines)], schema=schema)
+                full = pa.RecordBatch.from_arrays([*cols, pa.array(lines)], schema=schema)
+                yield clean_batch(full, clean, out_schema)
                 if on_progress:
                     on_progress(n)
 
-        rbr = pa.RecordBatchReader.from_batches(schema, batches())
+        select = self._staging_select("__stage_src", ibis.Schema.from_pyarrow(out_schema), transform)
+        rbr = pa.RecordBatchReader.from_batches(out_schema, batches())
         self._raw.register("__stage_src", rbr)
         try:
-            self._raw.execute(f'CREATE OR REPLACE TEMP TABLE "{name}" AS SELECT * FROM __stage_src')
+            self._raw.execute(f'CREATE OR REPLACE TEMP TABLE "{name}" AS {select}')
         except duckdb.InvalidInputException as exc:
             if failure:
                 raise failure[0] from None
@@ -249,30 +268,69 @@ class DuckDBEngine:
             self._raw.unregister("__stage_src")
         return self.table(name)
 
-    def stage_parquet(self, path: Path, name: str) -> ir.Table:
-        """Stage a Parquet file as text columns plus ``_line`` (row index + 2)."""
+    def _staging_select(
+        self, source: str, schema: ibis.Schema, transform: Transform | None
+    ) -> str:
+        """SQL that reads ``source`` (text columns + _line) through ``transform``."""
+        if transform is None:
+            return f'SELECT * FROM "{source}"'
+        return self._sql(transform(ibis.table(schema, name=source)))
+
+    def stage_parquet(
+        self,
+        path: Path,
+        name: str,
+        *,
+        transform: Transform | None = None,
+        clean: Sequence[str] = (),
+    ) -> ir.Table:
+        """Stage a Parquet file read as text columns plus ``_line`` (row index + 2)."""
         try:
             cols = pq.read_schema(str(path)).names
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputFileError(str(path), f"not a readable Parquet file ({exc})") from None
         sel = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in cols)
-        self._raw.execute(
-            f'CREATE OR REPLACE TEMP TABLE "{name}" AS SELECT {sel}, '
-            f"CAST(file_row_number + 2 AS BIGINT) AS {LINE} "
-            f"FROM read_parquet(?, file_row_number=true)",
-            [str(path)],
-        )
-        return self.table(name)
-
-    def stage_arrow(self, data: pa.Table, name: str) -> ir.Table:
-        """Stage an Arrow table (already holding text columns and ``_line``)."""
-        self._raw.register("__stage_arrow", data)
+        # a cursor of its own: the main connection writes while this one streams
+        cursor = self._raw.cursor()
         try:
-            self._raw.execute(
-                f'CREATE OR REPLACE TEMP TABLE "{name}" AS SELECT * FROM __stage_arrow'
-            )
+            reader = cursor.execute(
+                f"SELECT {sel}, CAST(file_row_number + 2 AS BIGINT) AS {LINE} "
+                "FROM read_parquet(?, file_row_number=true)",
+                [str(path)],
+            ).to_arrow_reader()
+            return self._stage_reader(reader, name, transform, clean)
         finally:
-            self._raw.unregister("__stage_arrow")
+            cursor.close()
+
+    def stage_arrow(
+        self,
+        data: pa.Table,
+        name: str,
+        *,
+        transform: Transform | None = None,
+        clean: Sequence[str] = (),
+    ) -> ir.Table:
+        """Stage an Arrow table (text columns and ``_line``)."""
+        return self._stage_reader(pa.RecordBatchReader.from_batches(
+            data.schema, data.to_batches()), name, transform, clean)
+
+    def _stage_reader(
+        self,
+        reader: pa.RecordBatchReader,
+        name: str,
+        transform: Transform | None,
+        clean: Sequence[str],
+    ) -> ir.Table:
+        out_schema = clean_schema(reader.schema, clean)
+        cleaned = pa.RecordBatchReader.from_batches(
+            out_schema, (clean_batch(b, clean, out_schema) for b in reader)
+        )
+        select = self._staging_select("__stage_src", ibis.Schema.from_pyarrow(out_schema), transform)
+        self._raw.register("__stage_src", cleaned)
+        try:
+            self._raw.execute(f'CREATE OR REPLACE TEMP TABLE "{name}" AS {select}')
+        finally:
+            self._raw.unregister("__stage_src")
         return self.table(name)
 
     # ------------------------------------------------------------------ export
@@ -285,6 +343,39 @@ class DuckDBEngine:
         else:
             pacsv.write_csv(_iso_timestamps(data), str(path))
         return data.num_rows
+
+
+RAW_PREFIX = "_r_"
+
+
+def clean_schema(schema: pa.Schema, clean: Sequence[str]) -> pa.Schema:
+    """Schema of a batch after ``clean_batch``: a ``_r_<col>`` text column per cleaned one."""
+    present = [c for c in clean if c in schema.names]
+    return pa.schema([*schema, *(pa.field(RAW_PREFIX + c, pa.string()) for c in present)])
+
+
+def clean_batch(batch: pa.RecordBatch, clean: Sequence[str], schema: pa.Schema) -> pa.RecordBatch:
+    """Trim the ``clean`` text columns and make empty ones null, vectorised.
+
+    The text as sent is kept in ``_r_<col>`` where cleaning changed it (else null),
+    so a report can show exactly what a file held.
+    """
+    import pyarrow.compute as pc
+
+    names = batch.schema.names
+    arrays = list(batch.columns)
+    raws = []
+    for c in clean:
+        if c not in names:
+            continue
+        i = names.index(c)
+        orig = arrays[i]
+        trimmed = pc.utf8_trim_whitespace(orig)
+        changed = pc.not_equal(trimmed, orig)
+        empty = pc.equal(trimmed, "")
+        arrays[i] = pc.if_else(empty, pa.scalar(None, pa.string()), trimmed)
+        raws.append(pc.if_else(changed, orig, pa.scalar(None, pa.string())))
+    return pa.RecordBatch.from_arrays([*arrays, *raws], schema=schema)
 
 
 def _iso_timestamps(data: pa.Table) -> pa.Table:

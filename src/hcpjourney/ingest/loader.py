@@ -28,6 +28,10 @@ from hcpjourney.errors import HcpjError, InputFileError
 
 QUARANTINE = "quarantine"
 LOADS = "loads"
+# temp tables of one file's load
+BAD, NEW_QUARANTINE, SUSPECT_KEYS, DEDUPE, NEW_ROWS = (
+    "__bad_rows", "__quarantine_new", "__suspect_keys", "__dedupe", "__new_rows",
+)
 
 QUARANTINE_SCHEMA = ibis.schema(
     [
@@ -176,29 +180,36 @@ class Loader:
             return result
 
         stage = f"__stage_{spec.name}"
+        label = str(src.path) if src.path is not None else src.file
+
+        def transform(raw: ir.Table) -> ir.Table:
+            missing = validate.missing_required(spec, raw.columns)
+            if missing:
+                raise InputFileError(
+                    label,
+                    f"missing required column(s) {', '.join(missing)}; the header has "
+                    f"{', '.join(c for c in raw.columns if c != LINE) or 'no columns'}",
+                )
+            return validate.staged(raw, spec)
+
         ragged: list[dict[str, Any]] = []
+        clean = spec.names
         if src.data is not None:
-            raw = self.engine.stage_arrow(src.data, stage)
+            staged = self.engine.stage_arrow(src.data, stage, transform=transform, clean=clean)
         elif src.path is not None and src.path.suffix.lower() == ".parquet":
-            raw = self.engine.stage_parquet(src.path, stage)
+            staged = self.engine.stage_parquet(src.path, stage, transform=transform, clean=clean)
         else:
             assert src.path is not None
-            raw, ragged = self.engine.stage_csv(src.path, stage, on_progress=on_progress)
-        label = str(src.path) if src.path is not None else src.file
-        missing = validate.missing_required(spec, raw.columns)
-        if missing:
-            raise InputFileError(
-                label,
-                f"missing required column(s) {', '.join(missing)}; the header has "
-                f"{', '.join(c for c in raw.columns if c != LINE) or 'no columns'}",
+            staged, ragged = self.engine.stage_csv(
+                src.path, stage, transform=transform, clean=clean, on_progress=on_progress
             )
         load_id = uuid.uuid4().hex[:12]
         try:
             with self.engine.transaction():
-                result = self._load_staged(spec, src, raw, ragged, load_id, digest)
+                result = self._load_staged(spec, src, staged, ragged, load_id, digest)
         finally:
-            self.engine.drop(stage)
-            self.engine.drop(f"{stage}__checked")
+            for name in (stage, BAD, NEW_QUARANTINE, SUSPECT_KEYS, DEDUPE, NEW_ROWS):
+                self.engine.drop(name)
         return result
 
     # ------------------------------------------------------------------------
@@ -206,7 +217,7 @@ class Loader:
         self,
         spec: TableSpec,
         src: Source,
-        raw: ir.Table,
+        staged: ir.Table,
         ragged: list[dict[str, Any]],
         load_id: str,
         digest: str,
@@ -217,12 +228,15 @@ class Loader:
             allowed={k: self.ws.allowed(k) for k in schemas.EXTENDABLE.values()},
             known_records=eng.table(schemas.HCPS.name).record_id,
         )
-        checked = validate.check(raw, spec, rules)
-        checked.table = eng.create(f"__stage_{spec.name}__checked", checked.table, temp=True)
-        rows = eng.count(checked.table) + len(ragged)
+        checked = validate.check(staged, spec, rules)
+        rows = eng.count(staged) + len(ragged)
 
-        bad = validate.quarantine_rows(checked)
-        q_parts: list[ir.Table] = [bad] if bad is not None else []
+        # One scan finds the broken rows (few); their reasons are read from that small table.
+        bad = eng.create(f"{BAD}", validate.bad_rows(checked), temp=True)
+        q_parts: list[ir.Table] = []
+        broken = validate.quarantine_rows(checked, bad)
+        if broken is not None:
+            q_parts.append(broken)
         if ragged:
             q_parts.append(
                 ibis.memtable(
@@ -237,7 +251,7 @@ class Loader:
                 )
             )
 
-        good = validate.valid_rows(checked)
+        good = validate.valid_rows(checked).mutate(**{schemas.LOAD_ID: ibis.literal(load_id)})
         dup_count, new_rows, conflicts = self._dedupe(spec, good)
         if conflicts is not None:
             q_parts.append(conflicts)
@@ -254,12 +268,11 @@ class Loader:
                 **{schemas.LOAD_ID: ibis.literal(load_id)},
                 quarantined_at=ibis.literal(self.now, type="timestamp"),
             ).select(*QUARANTINE_SCHEMA.names)
-            q = eng.create("__quarantine_new", q, temp=True)
+            q = eng.create(NEW_QUARANTINE, q, temp=True)
             quarantined = int(eng.execute(q.line.nunique()))
             eng.insert(QUARANTINE, q)
-            eng.drop("__quarantine_new")
 
-        loaded = self._store(spec, new_rows, load_id)
+        loaded = self._store(spec, new_rows)
         eng.insert(
             LOADS,
             ibis.memtable(
@@ -285,24 +298,44 @@ class Loader:
         insert mode: the first row of a key wins; an identical re-send is a
         duplicate, a different one a conflict. upsert mode: the last row of a key in
         the file wins and replaces a stored row with other values.
+
+        Only "suspect" keys (repeated in the file, or already stored) need the
+        row-by-row comparison; all other rows pass straight through.
         """
         eng = self.engine
         key = list(spec.key)
-        h = schemas.ROW_HASH
-        order = good[LINE] if spec.mode == "insert" else good[LINE].desc()
+        stored_all = eng.table(spec.name)
+
+        def same_key(a: ir.Table, b: ir.Table) -> list[ir.BooleanValue]:
+            # null-safe: an optional key column (relationships.kind) may be empty
+            return [a[k].identical_to(b[k]) for k in key]
+
+        keys = good.select(*key)
+        repeated = keys.group_by(key).aggregate(_n=ibis._.count()).filter(ibis._._n > 1).select(*key)
+        suspect = repeated
+        if eng.count(stored_all) > 0:
+            stored_keys = stored_all.select(*key)
+            suspect = repeated.union(keys.semi_join(stored_keys, same_key(keys, stored_keys)))
+        suspect = eng.create(SUSPECT_KEYS, suspect, temp=True)
+        if eng.count(suspect) == 0:
+            return 0, good, None
+
+        clean = good.anti_join(suspect, same_key(good, suspect))
+        sus = good.semi_join(suspect, same_key(good, suspect))
+        h = "_hash"
+        sus = sus.mutate(**{h: validate.row_hash(sus, spec)})
+        order = sus[LINE] if spec.mode == "insert" else sus[LINE].desc()
         w = ibis.window(group_by=key, order_by=order)
-        ranked = good.mutate(
-            _rn=ibis.row_number().over(w),
-            _first_hash=good[h].first().over(w),
-            _first_line=good[LINE].first().over(w),
+        ranked = eng.create(
+            DEDUPE,
+            sus.mutate(_rn=ibis.row_number().over(w), _first_hash=sus[h].first().over(w)),
+            temp=True,
         )
-        ranked = eng.create("__dedupe", ranked, temp=True)
         heads = ranked.filter(ranked._rn == 0)
         repeats = ranked.filter(ranked._rn > 0)
-        stored = eng.table(spec.name).select(*key, _stored_hash=eng.table(spec.name)[h])
-        # null-safe: an optional key column (relationships.kind) may be empty
-        on = [heads[k].identical_to(stored[k]) for k in key]
-        joined = heads.left_join(stored, on, lname="{name}", rname="{name}__s")
+        stored = stored_all.semi_join(suspect, same_key(stored_all, suspect))
+        stored = stored.select(*key, _stored_hash=validate.row_hash(stored, spec))
+        joined = heads.left_join(stored, same_key(heads, stored), lname="{name}", rname="{name}__s")
         joined = joined.drop(*[f"{k}__s" for k in key if f"{k}__s" in joined.columns])
         same_stored = joined._stored_hash.notnull() & (joined._stored_hash == joined[h])
         dup = eng.count(repeats.filter(repeats[h] == repeats._first_hash)) + eng.count(
@@ -331,28 +364,29 @@ class Loader:
                 ),
             )
             conflicts = c1.union(c2, distinct=False)
-            new = joined.filter(joined._stored_hash.isnull())
+            kept = joined.filter(joined._stored_hash.isnull())
         else:
-            new = joined.filter(~same_stored)
-        cols = list(validate.stored_schema(spec).names)
-        new = new.mutate(**{schemas.LOAD_ID: ibis.literal("")}).select(*cols)
-        return dup, new, conflicts
+            kept = joined.filter(~same_stored)
+        cols = good.columns
+        return dup, clean.union(kept.select(*cols).cast(clean.schema()), distinct=False), conflicts
 
-    def _store(self, spec: TableSpec, new: ir.Table, load_id: str) -> int:
+    def _store(self, spec: TableSpec, new: ir.Table) -> int:
+        """Add ``new`` to the stored table, kept in its sort order; returns rows written."""
         eng = self.engine
-        new = new.mutate(**{schemas.LOAD_ID: ibis.literal(load_id)})
-        new = eng.create("__new_rows", new, temp=True)
+        cols = list(validate.stored_schema(spec).names)
+        current = eng.table(spec.name)
+        before = eng.count(current)
+        if before == 0:
+            # first load: one sorted write straight from the staged file
+            eng.create(spec.name, new.select(*cols), order_by=spec.sort)
+            return eng.count(eng.table(spec.name))
+        new = eng.create(NEW_ROWS, new.select(*cols).cast(current.schema()), temp=True)
         n = eng.count(new)
         if n == 0:
-            eng.drop("__new_rows")
-            eng.drop("__dedupe")
             return 0
-        current = eng.table(spec.name)
         if spec.mode == "upsert":
             keys = new.select(*spec.key)
             current = current.anti_join(keys, [current[k].identical_to(keys[k]) for k in spec.key])
-        combined = current.union(new.select(*current.columns), distinct=False)
+        combined = current.union(new, distinct=False)
         eng.rewrite_sorted(spec.name, combined, spec.sort)
-        eng.drop("__new_rows")
-        eng.drop("__dedupe")
         return n
