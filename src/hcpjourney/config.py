@@ -20,6 +20,7 @@ _TEMPLATE = """\
 engine = "{engine}"                 # duckdb (embedded) or spark
 warehouse = "warehouse.duckdb"      # the analytics warehouse, relative to this folder
 app_db = "{app_db}"                 # SQLAlchemy URL of the app database (maps, users, audit)
+memory_limit = "3GB"                # warehouse memory; larger work spills to disk
 
 [contract]
 # Channels and actions beyond the contract's lists that this workspace accepts.
@@ -60,6 +61,11 @@ class Workspace:
     def app_db_url(self) -> str:
         url = self.settings.get("workspace", {}).get("app_db")
         return str(url) if url else f"sqlite:///{self.root / 'app.db'}"
+
+    @property
+    def memory_limit(self) -> str | None:
+        value = self.settings.get("workspace", {}).get("memory_limit")
+        return str(value) if value else None
 
     def allowed(self, enum_name: str) -> tuple[str, ...]:
         """An enumeration of the contract, extended by this workspace's [contract] lists."""

@@ -109,15 +109,15 @@ def engine_timestamps(
     checked = validate.check(validate.staged(raw, PROBE), PROBE, validate.Rules(now=NOW))
     reasons = [q for q, _ in checked.reasons]
     t = checked.table
-    rows = eng.to_pyarrow(t.select(validate.LINE, "_t_ts", *reasons)).to_pylist()
-    good: dict[int, datetime | None] = {}
+    rows = eng.to_pyarrow(t.select(validate.LINE, *reasons)).to_pylist()
+    typed = eng.to_pyarrow(validate.valid_rows(checked).select(validate.LINE, "ts")).to_pylist()
+    good: dict[int, datetime | None] = {r[validate.LINE]: r["ts"] for r in typed}
     bad: dict[int, str] = {}
     for r in rows:
         why = [r[q] for q in reasons if r[q] is not None]
         if why:
             bad[r[validate.LINE]] = "; ".join(why)
-        else:
-            good[r[validate.LINE]] = r["_t_ts"]
+    assert not set(good) & set(bad)
     return good, bad
 
 

@@ -18,7 +18,7 @@ import ibis.expr.types as ir
 from hcpjourney.contract import schemas
 from hcpjourney.contract.npi import NPI_PREFIX
 from hcpjourney.contract.schemas import Column, TableSpec
-from hcpjourney.engine import RAW_PREFIX
+from hcpjourney.engine import RAW
 
 LINE = "_line"
 _TRUE = ("true", "t", "yes", "y", "1")
@@ -62,9 +62,10 @@ class Rules:
 
 @dataclass
 class Checked:
-    table: ir.Table  # staged columns (see `staged`) + one reason column per rule
+    table: ir.Table  # staged columns + one reason column per rule
     reasons: list[tuple[str, str]]  # (reason column, contract column it is about)
     spec: TableSpec
+    columns: list[str]  # the staged input's columns
 
 
 def missing_required(spec: TableSpec, columns: list[str]) -> list[str]:
@@ -132,40 +133,33 @@ def _plain(col: Column) -> bool:
     return col.type == schemas.TEXT and col.enum is None and not col.extendable
 
 
-def staged(raw: ir.Table, spec: TableSpec) -> ir.Table:
-    """What staging stores of an input file: one projection, evaluated once per row.
+def _text(col: Column) -> str:
+    return col.name if _plain(col) else f"_v_{col.name}"
 
-    ``raw`` holds the file's text with contract columns already cleaned by the
-    engine (trimmed, empty as null, the text as sent in ``_r_<col>`` where that
-    changed it). Per contract column present this keeps ``_v_<col>`` the
-    cleaned text, ``_r_<col>``, and, where typing changes it, ``_t_<col>`` the
-    typed value; the unknown columns as JSON ``attributes``; and ``_line``. The
-    rules then read these stored columns, so no expression is evaluated twice.
+
+def staged(raw: ir.Table, spec: TableSpec) -> ir.Table:
+    """What staging stores of an input file, typed once, in the pass that reads it.
+
+    ``raw`` holds the file's text, contract columns already cleaned by the engine
+    (trimmed, empty as null; the text as sent in ``_raw`` where that changed it).
+    Each contract column present is stored typed under its own name; where typing
+    changes it, its text is kept too as ``_v_<col>`` for the rules and the
+    quarantine. Other columns pass through.
     """
-    present = set(raw.columns)
-    cols: dict[str, ir.Value] = {LINE: raw[LINE]}
-    for col in spec.columns:
-        if col.name not in present:
-            continue
-        v = raw[col.name].cast("string")
-        cols[f"_v_{col.name}"] = v
-        r = f"{RAW_PREFIX}{col.name}"
-        cols[r] = raw[r] if r in present else ibis.null("string")
-        if not _plain(col):
-            cols[f"_t_{col.name}"] = _typed(col, v)
-    contract_names = {c.name for c in spec.columns}
-    raw_names = {f"{RAW_PREFIX}{c}" for c in contract_names}
-    extra = [c for c in raw.columns if c not in contract_names | raw_names and c != LINE]
-    if extra:
-        attrs = ibis.struct({c: raw[c].cast("string") for c in extra})
-        cols[schemas.ATTRIBUTES] = attrs.cast("json").cast("string")
-    else:
-        cols[schemas.ATTRIBUTES] = ibis.null("string")
+    cols: dict[str, ir.Value] = {}
+    for c in raw.columns:
+        col = spec.column(c) if c in spec.names else None
+        if col is None or _plain(col):
+            cols[c] = raw[c]
+        else:
+            text = raw[c].cast("string")
+            cols[f"_v_{c}"] = text
+            cols[c] = _typed(col, text)
     return raw.select(**cols)
 
 
 def check(t: ir.Table, spec: TableSpec, rules: Rules) -> Checked:
-    """Per-rule reasons for every staged row (``t`` as made by ``staged``)."""
+    """Per-rule reasons for every row of ``t``, a table made by ``staged``."""
     mutations: dict[str, ir.Value] = {}
     reasons: list[tuple[str, str]] = []
 
@@ -175,10 +169,10 @@ def check(t: ir.Table, spec: TableSpec, rules: Rules) -> Checked:
         reasons.append((name, column))
 
     for col in spec.columns:
-        if f"_v_{col.name}" not in t.columns:
+        if col.name not in t.columns:
             continue
-        v = t[f"_v_{col.name}"]
-        typed = t[f"_t_{col.name}"] if f"_t_{col.name}" in t.columns else v
+        v = t[_text(col)]
+        typed = t[col.name]
         if col.required:
             add_reason(col.name, v.isnull(), f"{col.name} is required but empty; fill it in")
         if col.type == schemas.TIMESTAMP:
@@ -236,18 +230,22 @@ def check(t: ir.Table, spec: TableSpec, rules: Rules) -> Checked:
                 v.notnull() & ~v.isin(rules.known_records),
                 f"{col.name} names no known HCP record; send that record in hcps first",
             )
-    return Checked(t.mutate(**mutations), reasons, spec)
+    return Checked(t.mutate(**mutations), reasons, spec, list(t.columns))
 
 
 def quarantine_rows(checked: Checked, t: ir.Table) -> ir.Table | None:
     """One row per broken rule (line, column, value, reason) of ``t``, a subset of checked rows."""
+    spec = checked.spec
     parts = []
     for qcol, column in checked.reasons:
         parts.append(
             t.filter(t[qcol].notnull()).select(
                 line=t[LINE],
                 column=ibis.literal(column),
-                value=ibis.coalesce(t[f"_r_{column}"], t[f"_v_{column}"]),
+                value=ibis.coalesce(
+                    t[RAW].cast("json")[column].unwrap_as("string"),
+                    t[_text(spec.column(column))],
+                ),
                 reason=t[qcol],
             )
         )
@@ -259,22 +257,38 @@ def quarantine_rows(checked: Checked, t: ir.Table) -> ir.Table | None:
     return out
 
 
-def valid_rows(checked: Checked) -> ir.Table:
-    """Rows that break no rule, as typed contract columns, attributes and ``_line``."""
+def valid_rows(
+    checked: Checked, bad: ir.Table | None = None, *, checked_rules: bool = True
+) -> ir.Table:
+    """Typed contract columns, attributes and ``_line`` of the rows that break no rule.
+
+    With ``bad`` (the broken rows, as found by ``bad_rows``), their lines are
+    excluded, which is cheaper than checking every rule again. With
+    ``checked_rules=False`` and no ``bad``, the caller has found no broken row and
+    every row is taken as it is.
+    """
+    spec = checked.spec
     t = checked.table
-    cond: ir.BooleanValue = ibis.literal(True)
-    for qcol, _ in checked.reasons:
-        cond = cond & t[qcol].isnull()
-    good = t.filter(cond)
+    if bad is not None:
+        good = t.anti_join(bad.select(LINE), LINE)
+    elif checked_rules:
+        cond: ir.BooleanValue = ibis.literal(True)
+        for qcol, _ in checked.reasons:
+            cond = cond & t[qcol].isnull()
+        good = t.filter(cond)
+    else:
+        good = t
     cols: dict[str, ir.Value] = {}
-    for c in checked.spec.columns:
-        for name in (f"_t_{c.name}", f"_v_{c.name}"):
-            if name in good.columns:
-                cols[c.name] = good[name]
-                break
-        else:
-            cols[c.name] = ibis.null(ibis_type(c))
-    cols[schemas.ATTRIBUTES] = good[schemas.ATTRIBUTES]
+    for c in spec.columns:
+        cols[c.name] = good[c.name] if c.name in good.columns else ibis.null(ibis_type(c))
+    names = {c.name for c in spec.columns}
+    texts = {f"_v_{n}" for n in names}
+    extra = [c for c in checked.columns if c not in names | texts and c not in (LINE, RAW)]
+    if extra:
+        attrs = ibis.struct({c: good[c].cast("string") for c in extra})
+        cols[schemas.ATTRIBUTES] = attrs.cast("json").cast("string")
+    else:
+        cols[schemas.ATTRIBUTES] = ibis.null("string")
     cols[LINE] = good[LINE]
     return good.select(**cols)
 

@@ -6,12 +6,12 @@ Everything else works on Ibis expressions over the tables an engine exposes.
 from __future__ import annotations
 
 from hcpjourney.config import Workspace
-from hcpjourney.engine.duckdb import LINE, RAW_PREFIX, DuckDBEngine
+from hcpjourney.engine.duckdb import LINE, RAW, DuckDBEngine
 from hcpjourney.errors import ConfigError
 
 Engine = DuckDBEngine
 
-__all__ = ["LINE", "RAW_PREFIX", "DuckDBEngine", "Engine", "connect"]
+__all__ = ["LINE", "RAW", "DuckDBEngine", "Engine", "connect"]
 
 
 def connect(ws: Workspace, *, read_only: bool = False) -> Engine:
@@ -21,4 +21,4 @@ def connect(ws: Workspace, *, read_only: bool = False) -> Engine:
             f"engine '{ws.engine_name}' is not available in this version; "
             "set engine = \"duckdb\" in hcpj.toml"
         )
-    return DuckDBEngine(ws.warehouse_path, read_only=read_only)
+    return DuckDBEngine(ws.warehouse_path, read_only=read_only, memory_limit=ws.memory_limit)

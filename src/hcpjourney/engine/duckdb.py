@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from hcpjourney.errors import InputFileError
+from hcpjourney.errors import ConfigError, InputFileError
 
 LINE = "_line"  # 1-based line of a staged row in its file (header = line 1)
 _BLOCK = 16 << 20
@@ -44,7 +44,13 @@ class DuckDBEngine:
 
     name = "duckdb"
 
-    def __init__(self, path: str | Path | None = None, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        read_only: bool = False,
+        memory_limit: str | None = None,
+    ) -> None:
         target = str(path) if path is not None else ":memory:"
         try:
             self.backend = ibis.duckdb.connect(target, read_only=read_only)
@@ -54,6 +60,13 @@ class DuckDBEngine:
             ) from None
         self._raw: duckdb.DuckDBPyConnection = self.backend.con
         self._raw.execute("SET TimeZone='UTC'")
+        if memory_limit:
+            try:
+                self._raw.execute("SET memory_limit = ?", [memory_limit])
+            except duckdb.Error:
+                raise ConfigError(
+                    f"memory_limit '{memory_limit}' is not a size such as \"3GB\"; fix hcpj.toml"
+                ) from None
         self._in_tx = False
 
     # ------------------------------------------------------------------ tables
@@ -345,37 +358,50 @@ class DuckDBEngine:
         return data.num_rows
 
 
-RAW_PREFIX = "_r_"
+RAW = "_raw"  # JSON {column: text as sent} for the cells cleaning changed, else null
 
 
 def clean_schema(schema: pa.Schema, clean: Sequence[str]) -> pa.Schema:
-    """Schema of a batch after ``clean_batch``: a ``_r_<col>`` text column per cleaned one."""
-    present = [c for c in clean if c in schema.names]
-    return pa.schema([*schema, *(pa.field(RAW_PREFIX + c, pa.string()) for c in present)])
+    """Schema of a batch after ``clean_batch``: the input's plus the ``_raw`` column."""
+    return pa.schema([*schema, pa.field(RAW, pa.string())])
 
 
 def clean_batch(batch: pa.RecordBatch, clean: Sequence[str], schema: pa.Schema) -> pa.RecordBatch:
     """Trim the ``clean`` text columns and make empty ones null, vectorised.
 
-    The text as sent is kept in ``_r_<col>`` where cleaning changed it (else null),
-    so a report can show exactly what a file held.
+    The text as sent of each cell that cleaning changed is kept in ``_raw`` (a
+    JSON object per row, null for the many rows cleaning left alone), so a
+    report can show exactly what a file held.
     """
+    import json
+
     import pyarrow.compute as pc
 
     names = batch.schema.names
     arrays = list(batch.columns)
-    raws = []
+    changed_cols: list[tuple[str, pa.Array, pa.Array]] = []
     for c in clean:
         if c not in names:
             continue
         i = names.index(c)
         orig = arrays[i]
         trimmed = pc.utf8_trim_whitespace(orig)
-        changed = pc.not_equal(trimmed, orig)
-        empty = pc.equal(trimmed, "")
-        arrays[i] = pc.if_else(empty, pa.scalar(None, pa.string()), trimmed)
-        raws.append(pc.if_else(changed, orig, pa.scalar(None, pa.string())))
-    return pa.RecordBatch.from_arrays([*arrays, *raws], schema=schema)
+        arrays[i] = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+        changed = pc.fill_null(pc.not_equal(trimmed, orig), False)
+        if pc.any(changed).as_py():
+            changed_cols.append((c, orig, changed))
+    raw: pa.Array = pa.nulls(batch.num_rows, pa.string())
+    if changed_cols:
+        rows: dict[int, dict[str, str]] = {}
+        for c, orig, changed in changed_cols:
+            idx = pc.indices_nonzero(changed).to_pylist()
+            for k, value in zip(idx, orig.take(idx).to_pylist(), strict=True):
+                rows.setdefault(k, {})[c] = value
+        texts: list[str | None] = [None] * batch.num_rows
+        for k, d in rows.items():
+            texts[k] = json.dumps(d, ensure_ascii=False)
+        raw = pa.array(texts, pa.string())
+    return pa.RecordBatch.from_arrays([*arrays, raw], schema=schema)
 
 
 def _iso_timestamps(data: pa.Table) -> pa.Table:

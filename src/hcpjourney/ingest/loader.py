@@ -251,7 +251,8 @@ class Loader:
                 )
             )
 
-        good = validate.valid_rows(checked).mutate(**{schemas.LOAD_ID: ibis.literal(load_id)})
+        good = validate.valid_rows(checked, bad if eng.count(bad) else None, checked_rules=False)
+        good = good.mutate(**{schemas.LOAD_ID: ibis.literal(load_id)})
         dup_count, new_rows, conflicts = self._dedupe(spec, good)
         if conflicts is not None:
             q_parts.append(conflicts)
@@ -311,7 +312,7 @@ class Loader:
             return [a[k].identical_to(b[k]) for k in key]
 
         keys = good.select(*key)
-        repeated = keys.group_by(key).aggregate(_n=ibis._.count()).filter(ibis._._n > 1).select(*key)
+        repeated = _repeated_keys(keys, key)
         suspect = repeated
         if eng.count(stored_all) > 0:
             stored_keys = stored_all.select(*key)
@@ -390,3 +391,19 @@ class Loader:
         combined = current.union(new, distinct=False)
         eng.rewrite_sorted(spec.name, combined, spec.sort)
         return n
+
+
+def _repeated_keys(keys: ir.Table, key: list[str]) -> ir.Table:
+    """The keys that occur more than once in ``keys``.
+
+    Grouping millions of text keys is slow; grouping their 64-bit hashes is not,
+    and only the few keys whose hash repeats are then grouped exactly.
+    """
+    def repeated(t: ir.Table, by: list[str]) -> ir.Table:
+        return t.group_by(by).aggregate(_n=ibis._.count()).filter(ibis._._n > 1).select(*by)
+
+    if len(key) > 1:
+        return repeated(keys, key)
+    hashed = keys.mutate(_h=keys[key[0]].hash())
+    clash = repeated(hashed, ["_h"])
+    return repeated(hashed.semi_join(clash, "_h").select(*key), key)

@@ -1,0 +1,101 @@
+"""The contract's commands, driven as a user would: simulate, init, ingest, build, export, demo."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+HCPJ = [sys.executable, "-m", "hcpjourney.cli"]
+PROFILE_COLUMNS = [
+    "hcp_id", "npi", "first_name", "last_name", "specialty", "profession", "n_records",
+    "first_seen", "last_seen", "n_interactions", "stage", "segment",
+]
+
+
+def hcpj(*args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(
+        [*HCPJ, *map(str, args)], capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""}
+    )
+    if ok:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("e2e")
+    drop, ws = root / "drop", root / "ws"
+    hcpj("simulate", "--hcps", "300", "--out", drop, "--seed", "5")
+    hcpj("init", ws)
+    hcpj("ingest", drop, "--workspace", ws)
+    hcpj("build", "--workspace", ws)
+    return drop, ws
+
+
+def test_simulated_drop_loads_with_nothing_quarantined(built: tuple[Path, Path], tmp_path: Path) -> None:
+    drop, ws = built
+    hcpj("export", "quarantine", "--out", tmp_path / "q.csv", "--workspace", ws)
+    with open(tmp_path / "q.csv", encoding="utf-8") as fh:
+        assert fh.readline().strip().replace('"', "") == "file,line,column,value,reason,table"
+    assert rows(tmp_path / "q.csv") == []
+    # every row of every contract file of the drop loaded
+    hcpj("export", "identities", "--out", tmp_path / "ids.parquet", "--workspace", ws)
+    ids = pq.read_table(tmp_path / "ids.parquet")
+    assert ids.column_names[:2] == ["record_id", "hcp_id"]
+    assert sorted(ids.column("record_id").to_pylist()) == sorted(r["record_id"] for r in rows(drop / "hcps.csv"))
+
+
+def test_profiles_export_has_the_contract_columns(built: tuple[Path, Path], tmp_path: Path) -> None:
+    drop, ws = built
+    hcpj("export", "profiles", "--out", tmp_path / "p.csv", "--workspace", ws)
+    with open(tmp_path / "p.csv", encoding="utf-8") as fh:
+        header = next(csv.reader(fh))
+    assert header[: len(PROFILE_COLUMNS)] == PROFILE_COLUMNS
+    prof = rows(tmp_path / "p.csv")
+    assert len({p["hcp_id"] for p in prof}) == len(prof)
+    assert sum(int(p["n_interactions"]) for p in prof) == len(rows(drop / "interactions.csv"))
+    assert all(p["first_seen"].endswith("Z") for p in prof if p["first_seen"])
+
+
+def test_quality_report_and_export(built: tuple[Path, Path], tmp_path: Path) -> None:
+    _, ws = built
+    shown = hcpj("quality", "--workspace", ws).stdout
+    assert "NPI coverage" in shown and "@" not in shown
+    hcpj("export", "quality", "--out", tmp_path / "quality.csv", "--workspace", ws)
+    sections = {r["section"] for r in rows(tmp_path / "quality.csv")}
+    assert {"completeness", "npi", "channel_volume", "consent_gaps"} <= sections
+
+
+def test_reingest_is_a_no_op(built: tuple[Path, Path]) -> None:
+    drop, ws = built
+    out = hcpj("ingest", drop, "--workspace", ws).stdout
+    assert out.count("already loaded") == 7
+
+
+def test_user_errors_are_one_line(tmp_path: Path) -> None:
+    out = hcpj("export", "profiles", "--out", tmp_path / "p.csv", "--workspace", tmp_path, ok=False)
+    assert out.returncode != 0
+    assert len(out.stderr.strip().splitlines()) == 1 and "hcpj init" in out.stderr
+    hcpj("init", tmp_path / "ws")
+    out = hcpj("export", "nonsense", "--out", tmp_path / "x.csv", "--workspace", tmp_path / "ws", ok=False)
+    assert out.returncode != 0 and "available:" in out.stderr and "Traceback" not in out.stderr
+    out = hcpj("build", "--workspace", tmp_path / "ws", ok=False)
+    assert out.returncode != 0 and "ingest" in out.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    out = hcpj("demo", tmp_path / "demo", "--no-serve", "--hcps", "200")
+    assert "demo workspace" in out.stdout
+    assert (tmp_path / "demo" / "hcpj.toml").is_file()
+    hcpj("export", "profiles", "--out", tmp_path / "p.csv", "--workspace", tmp_path / "demo")
+    assert len(rows(tmp_path / "p.csv")) > 100
