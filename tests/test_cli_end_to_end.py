@@ -52,7 +52,8 @@ def test_simulated_drop_loads_with_nothing_quarantined(built: tuple[Path, Path],
     hcpj("export", "identities", "--out", tmp_path / "ids.parquet", "--workspace", ws)
     ids = pq.read_table(tmp_path / "ids.parquet")
     assert ids.column_names[:2] == ["record_id", "hcp_id"]
-    assert sorted(ids.column("record_id").to_pylist()) == sorted(r["record_id"] for r in rows(drop / "hcps.csv"))
+    sent = sorted(r["record_id"] for r in rows(drop / "hcps.csv"))
+    assert sorted(ids.column("record_id").to_pylist()) == sent
 
 
 def test_profiles_export_has_the_contract_columns(built: tuple[Path, Path], tmp_path: Path) -> None:

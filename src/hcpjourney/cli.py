@@ -191,6 +191,99 @@ def demo(
     )
 
 
+review_app = typer.Typer(
+    help="The identity review queue: uncertain record pairs and data-steward decisions.",
+    no_args_is_help=True,
+)
+app.add_typer(review_app, name="review")
+
+
+_SHORT = {"first_name": "first", "middle_initial": "middle", "last_name": "last",
+          "location": "place", "organization": "org", "credential": "cred"}
+
+
+@review_app.command("list")
+def review_list(
+    all_pairs: Annotated[
+        bool, typer.Option("--all", help="Include pairs already decided.")
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many pairs.")] = 50,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also write the whole queue to .csv or .parquet.")
+    ] = None,
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Pairs whose match probability is in the review band, with per-field evidence."""
+    ws = _ws(workspace)
+    items = services.review_list(ws, include_decided=all_pairs)
+    if out is not None:
+        n = _write_review(items, out)
+        console.print(f"wrote {n:,} pairs to {out}")
+    table = Table(title=f"identity review: {len(items):,} pair(s)",
+                  caption="evidence: comparison level per field; missing fields left out")
+    table.add_column("pair", no_wrap=True)
+    table.add_column("records (source)", no_wrap=True)
+    table.add_column("p", justify="right")
+    table.add_column("linked")
+    table.add_column("evidence")
+    for it in items[:limit]:
+        evidence = " ".join(f"{_SHORT.get(k, k)}={v}" for k, v in it.evidence.items()
+                            if v != "missing")
+        linked = "yes" if it.linked else "no"
+        if it.decision:
+            linked += f"\n{it.decision}"
+        table.add_row(
+            it.pair_id,
+            f"{it.record_id_l} ({it.source_l or '?'})\n{it.record_id_r} ({it.source_r or '?'})",
+            f"{it.probability:.3f}", linked, evidence,
+        )
+    console.print(table)
+    if len(items) > limit:
+        console.print(f"{len(items) - limit:,} more; use --limit or --out to see them all")
+    console.print("decide with: hcpj review decide PAIR match|distinct [--note TEXT]")
+
+
+def _write_review(items: list[services.ReviewItem], out: Path) -> int:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise HcpjError(f"--out {out}: use a .csv or .parquet file name")
+    rows = [
+        {"pair_id": it.pair_id, "record_id_l": it.record_id_l, "source_l": it.source_l,
+         "record_id_r": it.record_id_r, "source_r": it.source_r,
+         "match_probability": it.probability, "linked": it.linked, "decision": it.decision,
+         **{f"evidence_{k}": v for k, v in it.evidence.items()}}
+        for it in items
+    ]
+    data = pa.Table.from_pylist(rows) if rows else pa.table({"pair_id": pa.array([], pa.string())})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".parquet":
+        pq.write_table(data, str(out))
+    else:
+        pacsv.write_csv(data, str(out))
+    return data.num_rows
+
+
+@review_app.command("decide")
+def review_decide(
+    pair: Annotated[str, typer.Argument(help="A pair id from `review list`, or RECORD_A,RECORD_B.")],
+    decision: Annotated[str, typer.Argument(help="match or distinct.")],
+    note: Annotated[str | None, typer.Option(help="Why (kept with the decision).")] = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who decides (default: the login name).")
+    ] = None,
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Decide that a pair is one HCP (match) or two (distinct); applied at the next build."""
+    d = services.review_decide(_ws(workspace), pair, decision, note=note, actor=by)
+    console.print(
+        f"recorded {d.decision} for {d.pair_id} ({d.record_id_l}, {d.record_id_r}) by {d.actor}; "
+        "it takes effect at the next `hcpj build`"
+    )
+
+
 def main() -> None:
     """Entry point: one-line errors, non-zero exit, no tracebacks for user errors."""
     try:

@@ -6,11 +6,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hcpjourney import engine as engines
 from hcpjourney.config import Workspace
 from hcpjourney.errors import HcpjError
 from hcpjourney.ingest.loader import FileResult, Loader, Progress, Source, discover
+
+if TYPE_CHECKING:
+    from hcpjourney.identity.resolve import Decision, ResolveSummary, Thresholds
+    from hcpjourney.identity.review import DecisionRecord, ReviewItem
 
 INGEST_FORMATS = ("contract", "open-payments")
 
@@ -94,23 +99,27 @@ class BuildSummary:
 
 def build(ws: Workspace) -> BuildSummary:
     """Identity resolution, resolved events and 360 profiles."""
-    from hcpjourney.identity.exact import resolve_exact
+    from hcpjourney.identity.golden import source_trust
     from hcpjourney.identity.profiles import build_events, build_profiles
 
+    trust = source_trust(ws)  # a bad setting fails before any work
+    thresholds = identity_thresholds(ws)
+    overrides = review_overrides(ws)
     with warehouse(ws) as eng:
         if not eng.has_table("hcps") or eng.count(eng.table("hcps")) == 0:
             raise HcpjError("nothing to build: ingest a data drop first (`hcpj ingest DIR`)")
         with eng.transaction():
-            ids = resolve_exact(eng)
+            resolve_identities(eng, thresholds, overrides)
+            ids = eng.table("identities")
             events = build_events(eng)
-            profiles = build_profiles(eng)
+            profiles = build_profiles(eng, trust=trust)
             return BuildSummary(
                 records=eng.count(ids), hcps=eng.count(profiles), events=eng.count(events)
             )
 
 
 # --------------------------------------------------------------------- export
-EXPORT_KINDS = ("identities", "profiles", "quarantine", "quality")
+EXPORT_KINDS = ("identities", "profiles", "golden", "golden_lineage", "quarantine", "quality")
 _QUARANTINE_COLUMNS = ("file", "line", "column", "value", "reason", "table")
 
 
@@ -136,7 +145,12 @@ def export(ws: Workspace, kind: str, out: Path) -> int:
         if not eng.has_table(kind):
             raise HcpjError(f"no {kind} yet: run `hcpj build` first")
         t = eng.table(kind)
-        order = {"identities": ["hcp_id", "record_id"], "profiles": ["hcp_id"]}[kind]
+        order = {
+            "identities": ["hcp_id", "record_id"],
+            "profiles": ["hcp_id"],
+            "golden": ["hcp_id"],
+            "golden_lineage": ["hcp_id", "field"],
+        }[kind]
         return eng.export(t.order_by(order), out)
 
 
@@ -174,3 +188,71 @@ def ibis_desc(col: str) -> object:
     import ibis
 
     return ibis.desc(col)
+
+
+# ------------------------------------------------------------------- identity
+def identity_thresholds(ws: Workspace) -> Thresholds:
+    """Match threshold and review band from hcpj.toml [identity]."""
+    from hcpjourney.config import CONFIG_FILE
+    from hcpjourney.identity.resolve import Thresholds
+
+    section = ws.settings.get("identity", {})
+    if not isinstance(section, dict):
+        section = {}
+    return Thresholds.from_settings(section, where=str(ws.root / CONFIG_FILE))
+
+
+def review_overrides(ws: Workspace) -> list[Decision]:
+    """Data-steward decisions the next build applies (the latest per pair wins)."""
+    from hcpjourney.identity.review import model_overrides
+
+    return model_overrides(ws.app_db_url)
+
+
+def resolve_identities(
+    eng: engines.Engine, thresholds: Thresholds, overrides: Sequence[Decision] = ()
+) -> ResolveSummary:
+    """Probabilistic identity resolution with stable hcp_ids (writes identities and friends)."""
+    from hcpjourney.identity.resolve import resolve
+
+    return resolve(eng, thresholds, overrides)
+
+
+def review_list(
+    ws: Workspace, *, include_decided: bool = False, limit: int | None = None
+) -> list[ReviewItem]:
+    """Pairs in the review band of the latest build, with per-field evidence."""
+    from hcpjourney.identity import review
+
+    thresholds = identity_thresholds(ws)
+    decided = review.latest_decisions(ws.app_db_url)
+    with warehouse(ws, read_only=True) as eng:
+        if not eng.has_table("identity_pairs"):
+            raise HcpjError("no identity pairs yet: run `hcpj build` first")
+        return review.queue(eng, thresholds, decided, include_decided=include_decided,
+                            limit=limit)
+
+
+def review_decide(
+    ws: Workspace, pair: str, decision: str, *, note: str | None = None,
+    actor: str | None = None,
+) -> DecisionRecord:
+    """Record a steward's decision on a pair; it overrides the model at the next build."""
+    import getpass
+
+    from hcpjourney.identity import review
+
+    decision = decision.strip().lower()
+    if decision not in review.DECISIONS:
+        raise HcpjError(f"unknown decision '{decision}'; use match or distinct")
+    with warehouse(ws, read_only=True) as eng:
+        if not eng.has_table("hcps"):
+            raise HcpjError("nothing ingested yet: run `hcpj ingest DIR` and `hcpj build` first")
+        a, b = review.find_pair(eng, pair)
+        if decision == "match" and review.different_npis(eng, a, b):
+            raise HcpjError(
+                f"records {a} and {b} carry different NPIs and can never be one HCP; "
+                "decide distinct, or correct the NPI at the source"
+            )
+    who = actor or getpass.getuser()
+    return review.record_decision(ws.app_db_url, a, b, decision, actor=who, note=note)

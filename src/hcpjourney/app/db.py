@@ -41,6 +41,22 @@ audit_log = sa.Table(
 )
 
 
+identity_decisions = sa.Table(
+    "identity_decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pair_id", sa.String(64), nullable=False),
+    sa.Column("record_id_l", sa.String(256), nullable=False),
+    sa.Column("record_id_r", sa.String(256), nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),  # match | distinct
+    sa.Column("note", sa.Text),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("decided_at", sa.DateTime, nullable=False),
+    sa.CheckConstraint("decision IN ('match', 'distinct')", name="ck_identity_decision"),
+    sa.Index("ix_identity_decisions_pair", "pair_id"),
+)
+
+
 def connect(url: str) -> sa.Engine:
     try:
         return sa.create_engine(url, future=True)
