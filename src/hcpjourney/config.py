@@ -29,6 +29,9 @@ actions = []
 
 [identity]
 match_threshold = 0.9               # linkage probability at or above which records are one HCP
+# review_low = 0.5                  # pairs from here up to review_high go to `hcpj review list`
+# review_high = 0.95
+# source_trust = ["crm", "open_payments", "events", "survey", "web"]  # golden-record survivorship
 
 [quality]
 stale_after_days = 365              # records whose updated_at is older are reported as stale
