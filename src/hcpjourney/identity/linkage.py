@@ -1,12 +1,14 @@
 """Probabilistic record linkage of hcps records with Splink (Fellegi-Sunter).
 
 The model compares normalised fields (see ``normalise``): NPI, e-mail, phone,
-first name with nicknames and typos, middle initial, family name
-(Jaro-Winkler, term-frequency adjusted), location (ZIP, city, state), street
-address, specialty (CMS taxonomy paths reduced to their leaf), organisation
-and credential. u probabilities come from random record pairs, m
-probabilities from expectation maximisation over blocked pairs, starting from
-priors written below; every step is seeded, so a build is repeatable.
+first name (nicknames, prefixes, typos, initials; term-frequency adjusted),
+middle initial, family name (typos, compound names, Jaro-Winkler; term-frequency
+adjusted), place (street address, ZIP, city, state as one comparison, since they
+are not independent), specialty (CMS taxonomy paths reduced to their leaf),
+organisation and credential. The prior comes from deterministic rules, u
+probabilities from random record pairs, m probabilities from expectation
+maximisation over blocked pairs starting from the priors written below and kept
+within bounds; sampling is seeded, so a build is repeatable.
 
 ``score`` returns the scored pairs at or above a probability floor, with the
 comparison level of every field (the evidence a data steward reviews).
@@ -15,7 +17,6 @@ comparison level of every field (the evidence a data steward reviews).
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -31,8 +32,9 @@ from hcpjourney.engine.splink import arrow_of, splink_session
 SEED = 20240601
 
 # ------------------------------------------------------------------ comparisons
-# Each comparison: name -> list of (label, SQL condition, prior m). The first
-# level with condition NULL-check is the null level; the last is "else".
+# Each comparison is a list of levels, most specific first: a null level (no
+# evidence either way), then SQL conditions over the pair's "<column>_l" and
+# "<column>_r" values, each with its prior m probability, then "different".
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,8 @@ def _else(m: float) -> Level:
 
 # nickname groups intersect (string compares: list columns slow the pair joins down)
 _KEYS = ("first_key", "first_key2", "first_key3")
-_NICKNAME = " OR ".join(
-    f'"{a}_l" IN ({", ".join(f"{chr(34)}{b}_r{chr(34)}" for b in _KEYS)})' for a in _KEYS
-)
+_RIGHT_KEYS = ", ".join(f'"{k}_r"' for k in _KEYS)
+_NICKNAME = " OR ".join(f'"{k}_l" IN ({_RIGHT_KEYS})' for k in _KEYS)
 _LOCATION_NULL = " AND ".join(
     f'("{c}_l" IS NULL OR "{c}_r" IS NULL)' for c in ("address", "zip5", "city", "state")
 )
@@ -432,7 +433,3 @@ def bounded(model: dict[str, Any]) -> dict[str, Any]:
                 lv["m_probability"] = min(max(float(m), lo), hi)
     return model
 
-
-def prob_to_weight(p: float) -> float:
-    p = min(max(p, 1e-12), 1 - 1e-12)
-    return math.log2(p / (1 - p))

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import ibis
-import ibis.expr.types as ir
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -231,6 +230,3 @@ def _write_model(engine: Engine, model: dict[str, object], th: Thresholds, ts: d
     })
     engine.create(MODEL, ibis.memtable(row))
 
-
-def identity_table(engine: Engine) -> ir.Table:
-    return engine.table(IDENTITIES)
