@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import ibis
+
 from hcpjourney import engine as engines
 from hcpjourney.config import Workspace
 from hcpjourney.errors import HcpjError
@@ -179,15 +181,9 @@ def demo(root: Path, *, n_hcps: int = DEMO_HCPS, seed: int = DEMO_SEED) -> DemoS
     with warehouse(ws, read_only=True) as eng:
         ev = eng.table("events")
         top = eng.to_pyarrow(
-            ev.group_by("channel").aggregate(n=ev.count()).order_by(ibis_desc("n")).limit(6)
+            ev.group_by("channel").aggregate(n=ev.count()).order_by(ibis.desc("n")).limit(6)
         ).to_pylist()
     return DemoSummary(ws.root, results, summary, [(r["channel"], r["n"]) for r in top])
-
-
-def ibis_desc(col: str) -> object:
-    import ibis
-
-    return ibis.desc(col)
 
 
 # ------------------------------------------------------------------- identity

@@ -61,6 +61,7 @@ class Column:
     personal: bool = False  # personal data: never logged
     int_range: tuple[int, int] | None = None
     references_record: bool = False  # must name a known hcps.record_id
+    future_ok: bool = False  # a planned date (content expiry), not something that happened
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ CONTENT = TableSpec(
         Column("language"),
         Column("mlr_status", required=True, enum=MLR_STATUSES),
         Column("approved_at", TIMESTAMP),
-        Column("expires_at", TIMESTAMP),
+        Column("expires_at", TIMESTAMP, future_ok=True),
     ),
 )
 

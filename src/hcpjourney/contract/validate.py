@@ -23,9 +23,6 @@ from hcpjourney.engine import RAW
 LINE = "_line"
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
-# Timestamps that name a planned date rather than something that happened, so a
-# future value is expected (content approved until a date).
-_FUTURE_OK = frozenset({("content", "expires_at")})
 _IBIS_TYPES = {
     schemas.TEXT: "string",
     schemas.PERIOD: "string",
@@ -181,7 +178,7 @@ def check(t: ir.Table, spec: TableSpec, rules: Rules) -> Checked:
                 v.notnull() & typed.isnull(),
                 f"{col.name} is not an ISO-8601 timestamp (e.g. 2025-03-14T09:30:00Z)",
             )
-            if (spec.name, col.name) not in _FUTURE_OK:
+            if not col.future_ok:
                 add_reason(
                     col.name,
                     typed > ibis.literal(rules.now, type="timestamp"),

@@ -239,7 +239,7 @@ class DuckDBEngine:
         ragged_seen: list[dict[str, Any]] | None = None,
     ) -> ir.Table:
         schema = pa.schema([*(pa.field(c, pa.string()) for c in header), pa.field(LINE, pa.int64())])
-        out_schema = clean_schema(schema, clean)
+        out_schema = clean_schema(schema)
         path_hint = str(path)
         # DuckDB reports an exception raised while it reads the batches as its own
         # error without a cause, so the original is kept here and re-raised.
@@ -334,7 +334,7 @@ class DuckDBEngine:
         transform: Transform | None,
         clean: Sequence[str],
     ) -> ir.Table:
-        out_schema = clean_schema(reader.schema, clean)
+        out_schema = clean_schema(reader.schema)
         cleaned = pa.RecordBatchReader.from_batches(
             out_schema, (clean_batch(b, clean, out_schema) for b in reader)
         )
@@ -361,7 +361,7 @@ class DuckDBEngine:
 RAW = "_raw"  # JSON {column: text as sent} for the cells cleaning changed, else null
 
 
-def clean_schema(schema: pa.Schema, clean: Sequence[str]) -> pa.Schema:
+def clean_schema(schema: pa.Schema) -> pa.Schema:
     """Schema of a batch after ``clean_batch``: the input's plus the ``_raw`` column."""
     return pa.schema([*schema, pa.field(RAW, pa.string())])
 
