@@ -58,21 +58,13 @@ def _progress_factory(progress: Progress) -> object:
         if size < (64 << 20):
             return None
         task = progress.add_task(f"{src.file}", total=size)
-        est = {"bytes_per_row": max(1, size // max(1, _line_estimate(src.path)))}
 
-        def advance(rows: int) -> None:
-            progress.advance(task, rows * est["bytes_per_row"])
+        def update(fraction: float) -> None:
+            progress.update(task, completed=int(fraction * size))
 
-        return advance
+        return update
 
     return make
-
-
-def _line_estimate(path: Path) -> int:
-    with open(path, "rb") as fh:
-        sample = fh.read(1 << 20)
-    lines = max(1, sample.count(b"\n"))
-    return max(1, int(path.stat().st_size / (len(sample) / lines)))
 
 
 def print_results(results: list[FileResult], ignored: list[str]) -> None:

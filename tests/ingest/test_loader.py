@@ -271,11 +271,11 @@ CRASH_SCRIPT = textwrap.dedent(
 
     ws_dir, drop_dir, crash_table, crash_file = sys.argv[1:5]
     current = []
-    load_staged = loader.Loader._load_staged
+    load = loader.Loader.load
 
-    def spy(self, spec, src, *args, **kwargs):
+    def spy(self, src, *args, **kwargs):
         current.append(src.file)
-        return load_staged(self, spec, src, *args, **kwargs)
+        return load(self, src, *args, **kwargs)
 
     insert = DuckDBEngine.insert
 
@@ -286,7 +286,7 @@ CRASH_SCRIPT = textwrap.dedent(
             print("rows before the crash:", n, flush=True)
             os._exit(1)
 
-    loader.Loader._load_staged = spy
+    loader.Loader.load = spy
     DuckDBEngine.insert = crashing_insert
     services.ingest(Workspace.open(ws_dir), [drop_dir])
     print("no crash", flush=True)
@@ -294,13 +294,18 @@ CRASH_SCRIPT = textwrap.dedent(
 )
 
 
-def test_crash_mid_file_leaves_no_trace_and_rerun_is_clean(factory, hcps_base) -> None:
-    """The process dies after the file's last write (its loads row), before the commit."""
+@pytest.mark.parametrize("bad_row", [True, False], ids=["staged-path", "one-pass-path"])
+def test_crash_mid_file_leaves_no_trace_and_rerun_is_clean(factory, hcps_base, bad_row) -> None:
+    """The process dies after the file's last write (its loads row), before the commit.
+
+    A file with a bad row takes the staged path; a clean one the one-pass path."""
     drop = factory.drop("crash")
     drop.sample("content")  # loads (and commits) before interactions
     lines = [",".join(INTERACTIONS_HEADER)] + [event_line(i) for i in range(20)]
-    lines[5] = event_line(4, channel="fax")  # one bad row: the file has quarantine rows
+    if bad_row:
+        lines[5] = event_line(4, channel="fax")  # one bad row: the file has quarantine rows
     drop.text("interactions.csv", "\n".join(lines) + "\n")
+    good = 19 if bad_row else 20
     reference = factory.clone(hcps_base, "clean")
     reference.ingest(drop.path)
     clean = reference.snapshot(stable=True)
@@ -313,7 +318,7 @@ def test_crash_mid_file_leaves_no_trace_and_rerun_is_clean(factory, hcps_base) -
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     # the good rows were written, only the commit was missing
-    assert "rows before the crash: 19" in proc.stdout
+    assert f"rows before the crash: {good}" in proc.stdout
 
     assert wh.rows("interactions") == []
     assert wh.quarantine("interactions.csv") == []
@@ -322,7 +327,7 @@ def test_crash_mid_file_leaves_no_trace_and_rerun_is_clean(factory, hcps_base) -
 
     res = wh.ingest(drop.path)
     assert res["content.csv"].status == "already loaded"
-    assert (res["interactions.csv"].status, res["interactions.csv"].loaded) == ("loaded", 19)
+    assert (res["interactions.csv"].status, res["interactions.csv"].loaded) == ("loaded", good)
     assert wh.snapshot(stable=True) == clean
 
 

@@ -8,7 +8,7 @@ in its own column, so reasons group and count cleanly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -21,6 +21,7 @@ from hcpjourney.contract.schemas import Column, TableSpec
 from hcpjourney.engine import RAW
 
 LINE = "_line"
+BROKEN = "_broken"  # see optimistic_rows
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
 _IBIS_TYPES = {
@@ -155,54 +156,49 @@ def staged(raw: ir.Table, spec: TableSpec) -> ir.Table:
     return raw.select(**cols)
 
 
-def check(t: ir.Table, spec: TableSpec, rules: Rules) -> Checked:
-    """Per-rule reasons for every row of ``t``, a table made by ``staged``."""
-    mutations: dict[str, ir.Value] = {}
-    reasons: list[tuple[str, str]] = []
-
-    def add_reason(column: str, cond: ir.BooleanValue, text: str) -> None:
-        name = f"_q{len(reasons)}"
-        mutations[name] = ibis.ifelse(cond, ibis.literal(text), ibis.null("string"))
-        reasons.append((name, column))
-
+def broken_rules(
+    t: ir.Table, spec: TableSpec, rules: Rules
+) -> Iterator[tuple[str, ir.BooleanValue, str]]:
+    """Every rule of ``spec`` that applies to ``t`` (a table made by ``staged``), as
+    (contract column, condition true where a row breaks the rule, reason)."""
     for col in spec.columns:
         if col.name not in t.columns:
             continue
         v = t[_text(col)]
         typed = t[col.name]
         if col.required:
-            add_reason(col.name, v.isnull(), f"{col.name} is required but empty; fill it in")
+            yield col.name, v.isnull(), f"{col.name} is required but empty; fill it in"
         if col.type == schemas.TIMESTAMP:
-            add_reason(
+            yield (
                 col.name,
                 v.notnull() & typed.isnull(),
                 f"{col.name} is not an ISO-8601 timestamp (e.g. 2025-03-14T09:30:00Z)",
             )
             if not col.future_ok:
-                add_reason(
+                yield (
                     col.name,
                     typed > ibis.literal(rules.now, type="timestamp"),
                     f"{col.name} is in the future; send past events only (no offset means UTC)",
                 )
         elif col.type == schemas.INT:
-            add_reason(col.name, v.notnull() & typed.isnull(), f"{col.name} is not a whole number")
+            yield col.name, v.notnull() & typed.isnull(), f"{col.name} is not a whole number"
             if col.int_range:
                 lo, hi = col.int_range
-                add_reason(
+                yield (
                     col.name,
                     typed.notnull() & ~typed.between(lo, hi),
                     f"{col.name} must be between {lo} and {hi}",
                 )
         elif col.type == schemas.NUMBER:
-            add_reason(col.name, v.notnull() & typed.isnull(), f"{col.name} is not a number")
+            yield col.name, v.notnull() & typed.isnull(), f"{col.name} is not a number"
         elif col.type == schemas.BOOL:
-            add_reason(
+            yield (
                 col.name,
                 v.notnull() & typed.isnull(),
                 f"{col.name} is not true/false (or yes/no, 1/0)",
             )
         elif col.type == schemas.PERIOD:
-            add_reason(
+            yield (
                 col.name,
                 v.notnull() & ~v.re_search(r"^[0-9]{4}-(0[1-9]|1[0-2])$"),
                 f"{col.name} is not a month as YYYY-MM",
@@ -213,21 +209,42 @@ def check(t: ir.Table, spec: TableSpec, rules: Rules) -> Checked:
                 if col.extendable
                 else tuple(col.enum or ())
             )
-            add_reason(col.name, typed.notnull() & ~typed.isin(allowed), _enum_reason(col, allowed))
+            yield col.name, typed.notnull() & ~typed.isin(allowed), _enum_reason(col, allowed)
         if col.npi:
-            add_reason(
+            yield (
                 col.name,
                 v.notnull() & ~npi_is_valid(v),
                 "npi is not a valid NPI (10 digits whose last is the Luhn check over "
                 "prefix 80840); correct it or leave it empty",
             )
         if col.references_record and rules.known_records is not None:
-            add_reason(
+            yield (
                 col.name,
                 v.notnull() & ~v.isin(rules.known_records),
                 f"{col.name} names no known HCP record; send that record in hcps first",
             )
+
+
+def check(t: ir.Table, spec: TableSpec, rules: Rules) -> Checked:
+    """Per-rule reasons for every row of ``t``, a table made by ``staged``."""
+    mutations: dict[str, ir.Value] = {}
+    reasons: list[tuple[str, str]] = []
+    for column, cond, text in broken_rules(t, spec, rules):
+        name = f"_q{len(reasons)}"
+        mutations[name] = ibis.ifelse(cond, ibis.literal(text), ibis.null("string"))
+        reasons.append((name, column))
     return Checked(t.mutate(**mutations), reasons, spec, list(t.columns))
+
+
+def optimistic_rows(t: ir.Table, spec: TableSpec, rules: Rules) -> ir.Table:
+    """``valid_rows`` of every row of ``t`` (made by ``staged``) plus ``_broken``, true
+    where the row breaks a rule: for a load that assumes a clean file and checks it
+    in the same pass."""
+    broken: ir.BooleanValue = ibis.literal(False)
+    for _, cond, _ in broken_rules(t, spec, rules):
+        broken = broken | cond.fill_null(False)
+    marked = t.mutate(**{BROKEN: broken})
+    return _stored(marked, spec, list(t.columns), keep=(BROKEN,))
 
 
 def quarantine_rows(checked: Checked, t: ir.Table) -> ir.Table | None:
@@ -275,18 +292,27 @@ def valid_rows(
         good = t.filter(cond)
     else:
         good = t
+    return _stored(good, spec, checked.columns)
+
+
+def _stored(
+    good: ir.Table, spec: TableSpec, columns: list[str], keep: tuple[str, ...] = ()
+) -> ir.Table:
+    """The stored schema's columns of ``good`` (contract columns, attributes and ``_line``),
+    then the ``keep`` columns; ``columns`` are the input's, extra ones become attributes."""
     cols: dict[str, ir.Value] = {}
     for c in spec.columns:
         cols[c.name] = good[c.name] if c.name in good.columns else ibis.null(ibis_type(c))
     names = {c.name for c in spec.columns}
     texts = {f"_v_{n}" for n in names}
-    extra = [c for c in checked.columns if c not in names | texts and c not in (LINE, RAW)]
+    extra = [c for c in columns if c not in names | texts and c not in (LINE, RAW)]
     if extra:
         attrs = ibis.struct({c: good[c].cast("string") for c in extra})
         cols[schemas.ATTRIBUTES] = attrs.cast("json").cast("string")
     else:
         cols[schemas.ATTRIBUTES] = ibis.null("string")
     cols[LINE] = good[LINE]
+    cols.update({c: good[c] for c in keep})
     return good.select(**cols)
 
 

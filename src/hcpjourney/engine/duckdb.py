@@ -29,10 +29,54 @@ _BLOCK = 16 << 20
 
 
 Transform = Callable[[ir.Table], ir.Table]
+# Called with the fraction (0..1) of an input file read so far.
+Progress = Callable[[float], None]
 
 
 class _RaggedRows(Exception):
     pass
+
+
+class NotClean(Exception):
+    """An optimistic load met something only the staged path handles (see create_from_csv)."""
+
+
+_NOT_CLEAN = "hcpj: not a clean file"
+# Unicode White_Space, which pyarrow's utf8_trim_whitespace (the staged path's cleaning) trims.
+_WHITESPACE = (9, 10, 11, 12, 13, 32, 133, 160, 5760, *range(8192, 8203), 8232, 8233, 8239,
+               8287, 12288)
+
+
+def _edge_space(col: str) -> str:
+    """SQL: the text in ``col`` starts or ends with whitespace (null when it is null)."""
+    codes = ", ".join(map(str, _WHITESPACE))
+    return f"(ascii({col}) IN ({codes}) OR ord({col}[-1]) IN ({codes}))"
+
+
+@contextmanager
+def _progress(con: duckdb.DuckDBPyConnection, report: Progress | None) -> Iterator[None]:
+    """While the block runs a query on ``con``, report the fraction of it done."""
+    if report is None:
+        yield
+        return
+    import threading
+
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.25):
+            pct = con.query_progress()
+            if pct >= 0:
+                report(min(1.0, pct / 100))
+
+    t = threading.Thread(target=poll, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+    report(1.0)
 
 
 def _sql_quote(text: str) -> str:
@@ -157,7 +201,7 @@ class DuckDBEngine:
         *,
         transform: Transform | None = None,
         clean: Sequence[str] = (),
-        on_progress: Callable[[int], None] | None = None,
+        on_progress: Progress | None = None,
     ) -> tuple[ir.Table, list[dict[str, Any]]]:
         """Stage a CSV file as a temp table, in one pass over the file.
 
@@ -183,6 +227,67 @@ class DuckDBEngine:
             path, name, reader, header, skipped, on_progress, transform, clean
         )
         return table, ragged
+
+    def create_from_csv(
+        self,
+        path: Path,
+        name: str,
+        *,
+        build: Transform,
+        guard: str,
+        order_by: Sequence[str],
+        clean: Sequence[str] = (),
+        on_progress: Progress | None = None,
+    ) -> ir.Table:
+        """Load a CSV file that is expected to be clean into table ``name``, in one
+        parallel pass of DuckDB's own reader, sorted by ``order_by``.
+
+        ``build`` gets the file as text columns plus ``_line`` and must return the
+        rows to store plus a boolean ``_broken`` column. The load is optimistic:
+        it raises ``NotClean`` (and writes nothing) as soon as a row is broken, a
+        ``clean`` column would need cleaning (edge whitespace), or the reader
+        cannot parse the file the strict RFC 4180 way; callers then take the
+        staged path, which reports each problem with its line.
+        """
+        header = _read_header(path)
+        columns = "{" + ", ".join(f"'{_sql_quote(c)}': 'VARCHAR'" for c in header) + "}"
+        reader = (
+            f"read_csv('{_sql_quote(str(path))}', header=true, columns={columns}, "
+            "auto_detect=false, delim=',', quote='\"', escape='\"', strict_mode=true, "
+            "null_padding=false)"
+        )
+        src = f"__csv_{name}"
+        # Records in file order (the reader preserves it), numbered as the staged path
+        # numbers them. _raw stays null: a cell that cleaning would change stops the
+        # load instead (the guard on the first column, which every load reads).
+        edges = " OR ".join(_edge_space(f'"{c}"') for c in header if c in set(clean))
+        first = f'"{header[0]}"'
+        self._raw.execute(
+            f'CREATE OR REPLACE TEMP VIEW "{src}" AS SELECT * REPLACE '
+            f"(CASE WHEN {edges or 'false'} THEN error('{_NOT_CLEAN}') ELSE {first} END AS {first}), "
+            f"CAST(row_number() OVER () + 1 AS BIGINT) AS {LINE}, CAST(NULL AS VARCHAR) AS {RAW} "
+            f"FROM {reader}"
+        )
+        schema = ibis.schema([*((c, "string") for c in header), (LINE, "int64"), (RAW, "string")])
+        rows = build(ibis.table(schema, name=src))
+        guarded = f'CASE WHEN "_broken" THEN error(\'{_NOT_CLEAN}\') ELSE "{guard}" END'
+        order = ", ".join(f'"{c}"' for c in order_by)
+        sql = (
+            f'CREATE OR REPLACE TABLE "{name}" AS SELECT * EXCLUDE ("_broken") '
+            f'REPLACE ({guarded} AS "{guard}") FROM ({self._sql(rows)}) ORDER BY {order}'
+        )
+        try:
+            with _progress(self._raw, on_progress):
+                self._raw.execute(sql)
+        except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+            # What the file holds (a broken row, a parse or encoding error), not a bug.
+            # The failed statement aborted the transaction: its rollback drops the view.
+            raise NotClean(str(exc).splitlines()[0]) from None
+        self._raw.execute(f'DROP VIEW "{src}"')
+        return self.table(name)
+
+    def rename(self, name: str, new_name: str) -> None:
+        self._raw.execute(f'ALTER TABLE "{name}" RENAME TO "{new_name}"')
 
     def _open_csv(
         self, path: Path, header: list[str], *, tolerate: bool
@@ -232,7 +337,7 @@ class DuckDBEngine:
         reader: pacsv.CSVStreamingReader,
         header: list[str],
         skipped: list[dict[str, Any]],
-        on_progress: Callable[[int], None] | None,
+        on_progress: Progress | None,
         transform: Transform | None,
         clean: Sequence[str],
         *,
@@ -244,6 +349,8 @@ class DuckDBEngine:
         # DuckDB reports an exception raised while it reads the batches as its own
         # error without a cause, so the original is kept here and re-raised.
         failure: list[Exception] = []
+
+        expected = _record_estimate(path) if on_progress else 1
 
         def batches() -> Iterator[pa.RecordBatch]:
             done = 0
@@ -266,7 +373,7 @@ class DuckDBEngine:
                 full = pa.RecordBatch.from_arrays([*cols, pa.array(lines)], schema=schema)
                 yield clean_batch(full, clean, out_schema)
                 if on_progress:
-                    on_progress(n)
+                    on_progress(min(1.0, done / expected))
 
         select = self._staging_select("__stage_src", ibis.Schema.from_pyarrow(out_schema), transform)
         rbr = pa.RecordBatchReader.from_batches(out_schema, batches())
@@ -429,6 +536,14 @@ def _record_lines(k: np.ndarray, skipped_lines: list[int]) -> np.ndarray:
             break
         j = nxt
     return base + j
+
+
+def _record_estimate(path: Path) -> int:
+    """Records in a CSV file, estimated from the line length of its first MiB."""
+    with open(path, "rb") as fh:
+        sample = fh.read(1 << 20)
+    lines = max(1, sample.count(b"\n"))
+    return max(1, int(path.stat().st_size / (len(sample) / lines)))
 
 
 def _read_header(path: Path) -> list[str]:

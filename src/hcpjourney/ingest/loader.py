@@ -23,7 +23,7 @@ import pyarrow as pa
 from hcpjourney.config import Workspace
 from hcpjourney.contract import schemas, validate
 from hcpjourney.contract.schemas import TableSpec
-from hcpjourney.engine import LINE, Engine
+from hcpjourney.engine import LINE, Engine, NotClean, Progress
 from hcpjourney.errors import HcpjError, InputFileError
 
 QUARANTINE = "quarantine"
@@ -61,7 +61,6 @@ LOADS_SCHEMA = ibis.schema(
     ]
 )
 
-Progress = Callable[[int], None]
 
 
 @dataclass
@@ -145,9 +144,18 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Source], list[str]]:
 class Loader:
     """Loads sources into one workspace's warehouse."""
 
-    def __init__(self, ws: Workspace, engine: Engine, *, now: datetime | None = None) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        engine: Engine,
+        *,
+        now: datetime | None = None,
+        optimistic: bool = True,
+    ) -> None:
+        """``optimistic``: try the one-pass load for CSV files first (see _load_clean_csv)."""
         self.ws = ws
         self.engine = engine
+        self.optimistic = optimistic
         self.now = now or datetime.now(UTC).replace(tzinfo=None)
         engine.create_empty(QUARANTINE, QUARANTINE_SCHEMA)
         engine.create_empty(LOADS, LOADS_SCHEMA)
@@ -192,6 +200,13 @@ class Loader:
                 )
             return validate.staged(raw, spec)
 
+        load_id = uuid.uuid4().hex[:12]
+        if self.optimistic and src.path is not None and src.path.suffix.lower() == ".csv":
+            fast = self._load_clean_csv(spec, src, src.path, transform, load_id, digest,
+                                        on_progress)
+            if fast is not None:
+                return fast
+
         ragged: list[dict[str, Any]] = []
         clean = spec.names
         if src.data is not None:
@@ -203,7 +218,6 @@ class Loader:
             staged, ragged = self.engine.stage_csv(
                 src.path, stage, transform=transform, clean=clean, on_progress=on_progress
             )
-        load_id = uuid.uuid4().hex[:12]
         try:
             with self.engine.transaction():
                 result = self._load_staged(spec, src, staged, ragged, load_id, digest)
@@ -213,6 +227,86 @@ class Loader:
         return result
 
     # ------------------------------------------------------------------------
+    def _rules(self) -> validate.Rules:
+        return validate.Rules(
+            now=self.now,
+            allowed={k: self.ws.allowed(k) for k in schemas.EXTENDABLE.values()},
+            known_records=self.engine.table(schemas.HCPS.name).record_id,
+        )
+
+    def _load_clean_csv(
+        self,
+        spec: TableSpec,
+        src: Source,
+        path: Path,
+        transform: Callable[[ir.Table], ir.Table],
+        load_id: str,
+        digest: str,
+        on_progress: Progress | None,
+    ) -> FileResult | None:
+        """The fast path for the common case, a file with nothing to quarantine or skip.
+
+        One parallel pass reads, types and checks every row and writes them sorted;
+        it gives up (returns None, leaving no trace) at the first broken row, a key
+        the file repeats or the warehouse already holds, or anything the strict
+        reader cannot parse. The staged path then loads the file and accounts for
+        every row.
+        """
+        eng = self.engine
+        rules = self._rules()
+
+        def build(raw: ir.Table) -> ir.Table:
+            rows = validate.optimistic_rows(transform(raw), spec, rules)
+            return rows.mutate(**{schemas.LOAD_ID: ibis.literal(load_id)}).select(
+                *validate.stored_schema(spec).names, validate.BROKEN
+            )
+
+        key = list(spec.key)
+        try:
+            with eng.transaction():
+                new = eng.create_from_csv(
+                    path, NEW_ROWS, build=build, guard=key[0], order_by=spec.sort,
+                    clean=spec.names, on_progress=on_progress,
+                )
+                if eng.count(_repeated_keys(new.select(*key), key)):
+                    raise NotClean("a key repeats in the file")
+                rows = eng.count(new)
+                stored = eng.table(spec.name)
+                if eng.count(stored):
+                    # null-safe: an optional key column (relationships.kind) may be empty
+                    same = [new[k].identical_to(stored[k]) for k in key]
+                    if eng.count(new.semi_join(stored, same)):
+                        raise NotClean("a key is already stored")
+                    eng.rewrite_sorted(
+                        spec.name, stored.union(new.cast(stored.schema()), distinct=False),
+                        spec.sort,
+                    )
+                    eng.drop(NEW_ROWS)
+                else:
+                    eng.drop(spec.name)
+                    eng.rename(NEW_ROWS, spec.name)
+                result = FileResult(file=src.file, table=spec.name, rows=rows, loaded=rows)
+                self._record_load(spec, src, load_id, digest, result)
+                return result
+        except NotClean:
+            return None
+
+    def _record_load(
+        self, spec: TableSpec, src: Source, load_id: str, digest: str, r: FileResult
+    ) -> None:
+        self.engine.insert(
+            LOADS,
+            ibis.memtable(
+                {
+                    schemas.LOAD_ID: [load_id], "table": [spec.name], "file": [src.file],
+                    "path": [str(src.path) if src.path else src.file], "sha256": [digest],
+                    "rows": [r.rows], "loaded": [r.loaded], "duplicates": [r.duplicates],
+                    "quarantined": [r.quarantined], "loaded_at": [self.now],
+                },
+                schema=LOADS_SCHEMA,
+            ),
+        )
+
     def _load_staged(
         self,
         spec: TableSpec,
@@ -223,12 +317,7 @@ class Loader:
         digest: str,
     ) -> FileResult:
         eng = self.engine
-        rules = validate.Rules(
-            now=self.now,
-            allowed={k: self.ws.allowed(k) for k in schemas.EXTENDABLE.values()},
-            known_records=eng.table(schemas.HCPS.name).record_id,
-        )
-        checked = validate.check(staged, spec, rules)
+        checked = validate.check(staged, spec, self._rules())
         rows = eng.count(staged) + len(ragged)
 
         # One scan finds the broken rows (few); their reasons are read from that small table.
@@ -274,22 +363,12 @@ class Loader:
             eng.insert(QUARANTINE, q)
 
         loaded = self._store(spec, new_rows)
-        eng.insert(
-            LOADS,
-            ibis.memtable(
-                {
-                    schemas.LOAD_ID: [load_id], "table": [spec.name], "file": [src.file],
-                    "path": [str(src.path) if src.path else src.file], "sha256": [digest],
-                    "rows": [rows], "loaded": [loaded], "duplicates": [dup_count],
-                    "quarantined": [quarantined], "loaded_at": [self.now],
-                },
-                schema=LOADS_SCHEMA,
-            ),
-        )
-        return FileResult(
+        result = FileResult(
             file=src.file, table=spec.name, rows=rows, loaded=loaded,
             duplicates=dup_count, quarantined=quarantined,
         )
+        self._record_load(spec, src, load_id, digest, result)
+        return result
 
     def _dedupe(
         self, spec: TableSpec, good: ir.Table
