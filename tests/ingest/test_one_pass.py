@@ -147,3 +147,53 @@ def test_second_file_merges_sorted_and_stored_keys_fall_back(factory, staged_cal
     assert keys == sorted(keys)
     loads = {r["file"]: (r["loaded"], r["duplicates"]) for r in fast["loads"]}
     assert loads["interactions_c.csv"] == (5, 5)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"duration_s": " 12.5 "},
+        {"duration_s": "12\u00a0"},
+        {"ts": "2024-03-01T10:00:00Z "},
+        {"ts": " 2024-03-01T10:00:00Z"},
+        {"channel": "Email "},
+        {"value_usd": "\u3000"},
+    ],
+    ids=["number-spaces", "number-nbsp", "ts-trailing", "ts-leading", "enum", "ideographic"],
+)
+def test_whitespace_around_typed_values_is_read_as_the_staged_path_reads_it(factory, change) -> None:
+    """Typed columns are not searched for edge whitespace: their rules and casts must
+    give the staged path's result whichever path loads the file."""
+    drop = factory.drop("typed-space")
+    drop.sample("hcps")
+    lines = [event_line(i) for i in range(6)]
+    lines[2] = event_line(2, **change)
+    drop.text("interactions.csv", ",".join(INTERACTIONS_HEADER) + "\n" + "\n".join(lines) + "\n")
+    fast, staged = both_paths(factory, drop.path)
+    assert fast == staged
+
+
+@pytest.mark.parametrize(
+    "ts_of, numbers",
+    [
+        (lambda i: f"2024-03-{1 + i:02d}T10:00:00+02:00", {}),
+        (lambda i: f"2024-03-{1 + i:02d} 10:00:00", {}),
+        (lambda i: f"2024-03-{1 + i:02d}", {}),
+        (lambda i: f"2024-03-{1 + i:02d}T10:00:00Z" if i != 4 else "24-03-05T10:00:00Z", {}),
+        (lambda i: f"2024-03-{1 + i:02d}T10:00:00Z" if i != 4 else "2024-03-05T10:00:00+01:00",
+         {}),
+        (lambda i: f"2024-03-{1 + i:02d}T10:00:00Z", {2: "1e3", 3: "nan", 4: "inf", 5: "-0.5"}),
+    ],
+    ids=["offset", "space", "date-only", "two-digit-year", "mixed-layouts", "numbers"],
+)
+def test_values_the_reader_types_match_the_staged_path(factory, ts_of, numbers) -> None:
+    """The one-pass reader types timestamps (in a strict layout sniffed from the first
+    rows) and numbers itself; whatever it accepts or refuses, the warehouse ends as
+    the staged path leaves it."""
+    drop = factory.drop("reader-types")
+    drop.sample("hcps")
+    lines = [event_line(i, ts=ts_of(i), duration_s=numbers.get(i, str(i))) for i in range(12)]
+    drop.text("interactions.csv", ",".join(INTERACTIONS_HEADER) + "\n" + "\n".join(lines) + "\n")
+    fast, staged = both_paths(factory, drop.path)
+    assert fast == staged
+    assert len(fast["interactions"]) + len({q["line"] for q in fast["quarantine"]}) == 12

@@ -96,6 +96,31 @@ def _typed(col: Column, v: ir.StringValue) -> ir.Value:
     raise AssertionError(col.type)
 
 
+def _typed_value(col: Column, v: ir.Value) -> ir.Value:
+    """``_typed`` for a value the engine's reader already typed (see ``reader_types``):
+    null where ``_typed`` would give null for its text."""
+    if col.type == schemas.TIMESTAMP:
+        # The reader took a strict ISO layout; a year of other than four digits
+        # would not start with the date ``_typed`` asks for.
+        year = v.year()
+        return ibis.ifelse((year >= 1000) & (year <= 9999), v, ibis.null("timestamp"))
+    num = v.cast("float64")
+    finite = ibis.ifelse(num.isnan() | num.isinf(), ibis.null("float64"), num)
+    if col.type == schemas.NUMBER:
+        return finite
+    if col.type == schemas.INT:
+        whole = finite.try_cast("int64")
+        return ibis.ifelse(finite == whole.cast("float64"), whole, ibis.null("int64"))
+    raise AssertionError(col.type)
+
+
+def reader_types(spec: TableSpec) -> dict[str, str]:
+    """Columns an engine's CSV reader may type itself ("number" or "timestamp"),
+    giving what ``staged`` gives for their text (a value it cannot read fails)."""
+    kinds = {schemas.NUMBER: "number", schemas.INT: "number", schemas.TIMESTAMP: "timestamp"}
+    return {c.name: kinds[c.type] for c in spec.columns if c.type in kinds}
+
+
 def npi_is_valid(v: ir.StringValue) -> ir.BooleanValue:
     """Luhn check over the 80840 prefix, as an engine expression."""
     digits = NPI_PREFIX + "0" * 10
@@ -131,6 +156,15 @@ def _plain(col: Column) -> bool:
     return col.type == schemas.TEXT and col.enum is None and not col.extendable
 
 
+def edge_sensitive_columns(spec: TableSpec) -> list[str]:
+    """Columns where whitespace around a value could pass every rule yet change what
+    is stored: plain text columns, except NPIs and record references, which
+    whitespace breaks (stored record ids are cleaned). Around any other value it either
+    breaks a rule (enumerations, NPI, timestamps that must start with the date,
+    months) or leaves the typed value as it is (numbers)."""
+    return [c.name for c in spec.columns if _plain(c) and not (c.references_record or c.npi)]
+
+
 def _text(col: Column) -> str:
     return col.name if _plain(col) else f"_v_{col.name}"
 
@@ -149,6 +183,10 @@ def staged(raw: ir.Table, spec: TableSpec) -> ir.Table:
         col = spec.column(c) if c in spec.names else None
         if col is None or _plain(col):
             cols[c] = raw[c]
+        elif not raw[c].type().is_string():
+            # typed by the engine's reader: the rules see the typed value as the text
+            cols[f"_v_{c}"] = raw[c]
+            cols[c] = _typed_value(col, raw[c])
         else:
             text = raw[c].cast("string")
             cols[f"_v_{c}"] = text

@@ -266,7 +266,8 @@ class Loader:
             with eng.transaction():
                 new = eng.create_from_csv(
                     path, NEW_ROWS, build=build, guard=key[0], order_by=spec.sort,
-                    clean=spec.names, on_progress=on_progress,
+                    clean=validate.edge_sensitive_columns(spec), typed=validate.reader_types(spec),
+                    on_progress=on_progress,
                 )
                 if eng.count(_repeated_keys(new.select(*key), key)):
                     raise NotClean("a key repeats in the file")
