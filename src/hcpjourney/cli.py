@@ -108,17 +108,43 @@ def ingest(
 
 
 @app.command()
-def build(workspace: WorkspaceOpt = Path(".")) -> None:
-    """Identity resolution and 360 profiles (journeys, segments and models in later versions)."""
+def build(
+    journey: Annotated[
+        Path | None,
+        typer.Option("--journey", help="journey.yaml to measure (saved as the map's next version); "
+                     "default: the last saved map."),
+    ] = None,
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Identity resolution, 360 profiles and the measured journey (stages and funnel)."""
     ws = _ws(workspace)
     with console.status("building"):
-        s = services.build(ws)
+        s = services.build(ws, journey=journey)
     console.print(f"built {s.hcps:,} HCPs from {s.records:,} records; {s.events:,} events")
+    if s.journey is not None:
+        print_funnel(s.journey)
+    else:
+        console.print("no journey map yet: measure one with `hcpj build --journey journey.yaml`")
+
+
+def print_funnel(j: services.JourneySummary) -> None:
+    table = Table(title=f"funnel: {j.map_name}")
+    for col in ("stage", "HCPs", "conversion", "median days"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for r in j.funnel:
+        conv = r["conversion_from_previous"]
+        days = r["median_days_from_previous"]
+        table.add_row(
+            str(r["stage"]), f"{r['hcps']:,}",
+            "" if conv is None else f"{float(conv):.1%}",  # type: ignore[arg-type]
+            "" if days is None else f"{float(days):.1f}",  # type: ignore[arg-type]
+        )
+    console.print(table)
 
 
 @app.command()
 def export(
-    kind: Annotated[str, typer.Argument(help="identities, profiles, quarantine or quality.")],
+    kind: Annotated[str, typer.Argument(help=", ".join(services.EXPORT_KINDS) + ".")],
     out: Annotated[Path, typer.Option("--out", help="Output file: .csv or .parquet.")],
     workspace: WorkspaceOpt = Path("."),
 ) -> None:
@@ -177,8 +203,10 @@ def demo(
         f"{s.build.hcps:,} HCPs, {s.build.events:,} events"
     )
     console.print("top channels: " + ", ".join(f"{c} {n:,}" for c, n in s.channels))
+    if s.build.journey is not None:
+        print_funnel(s.build.journey)
     console.print(
-        f"next: hcpj export profiles --out profiles.csv --workspace {s.workspace}; "
+        f"next: hcpj export funnel --out funnel.csv --workspace {s.workspace}; "
         f"hcpj quality --workspace {s.workspace}"
     )
 
@@ -274,6 +302,38 @@ def review_decide(
         f"recorded {d.decision} for {d.pair_id} ({d.record_id_l}, {d.record_id_r}) by {d.actor}; "
         "it takes effect at the next `hcpj build`"
     )
+
+
+journey_app = typer.Typer(help="Journey maps: saved versions.", no_args_is_help=True)
+app.add_typer(journey_app, name="journey")
+
+
+@journey_app.command("list")
+def journey_list(workspace: WorkspaceOpt = Path(".")) -> None:
+    """Saved journey maps with their latest version."""
+    from hcpjourney.journey import store
+
+    maps = store.list_maps(_ws(workspace).app_db_url)
+    table = Table(title=f"journey maps: {len(maps)}")
+    for col in ("map", "name", "type", "version", "updated", "by"):
+        table.add_column(col)
+    for m in maps:
+        table.add_row(m.slug, m.name, m.map_type, str(m.latest_version),
+                      m.updated_at.strftime("%Y-%m-%d %H:%M"), m.updated_by)
+    console.print(table)
+
+
+@journey_app.command("show")
+def journey_show(
+    name: Annotated[str, typer.Argument(help="Map name or slug from `hcpj journey list`.")],
+    version: Annotated[int | None, typer.Option(help="A version (default: the latest).")] = None,
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Print a saved map's YAML (of one version)."""
+    from hcpjourney.journey import store
+
+    m = store.get_map(_ws(workspace).app_db_url, name, version)
+    sys.stdout.write(m.yaml if m.yaml.endswith("\n") else m.yaml + "\n")
 
 
 def main() -> None:

@@ -14,10 +14,12 @@ from hcpjourney import engine as engines
 from hcpjourney.config import Workspace
 from hcpjourney.errors import HcpjError
 from hcpjourney.ingest.loader import FileResult, Loader, Progress, Source, discover
+from hcpjourney.journey.stages import JourneySummary
 
 if TYPE_CHECKING:
     from hcpjourney.identity.resolve import Decision, ResolveSummary, Thresholds
     from hcpjourney.identity.review import DecisionRecord, ReviewItem
+    from hcpjourney.journey.model import JourneyMap
 
 INGEST_FORMATS = ("contract", "open-payments")
 
@@ -97,16 +99,22 @@ class BuildSummary:
     records: int
     hcps: int
     events: int
+    journey: JourneySummary | None = None
 
 
-def build(ws: Workspace) -> BuildSummary:
-    """Identity resolution, resolved events and 360 profiles."""
+def build(ws: Workspace, *, journey: Path | None = None, actor: str | None = None) -> BuildSummary:
+    """Identity resolution, resolved events, 360 profiles and the measured journey.
+
+    ``journey``: a journey.yaml to measure, saved as the map's next version in the
+    app database; without it the most recently saved map is measured, if any.
+    """
     from hcpjourney.identity.golden import source_trust
     from hcpjourney.identity.profiles import build_events, build_profiles
 
     trust = source_trust(ws)  # a bad setting fails before any work
     thresholds = identity_thresholds(ws)
     overrides = review_overrides(ws)
+    jmap = journey_map(ws, journey, actor=actor)
     with warehouse(ws) as eng:
         if not eng.has_table("hcps") or eng.count(eng.table("hcps")) == 0:
             raise HcpjError("nothing to build: ingest a data drop first (`hcpj ingest DIR`)")
@@ -115,13 +123,51 @@ def build(ws: Workspace) -> BuildSummary:
             ids = eng.table("identities")
             events = build_events(eng)
             profiles = build_profiles(eng, trust=trust)
-            return BuildSummary(
+            summary = BuildSummary(
                 records=eng.count(ids), hcps=eng.count(profiles), events=eng.count(events)
             )
+            if jmap is not None:
+                from hcpjourney.journey.stages import build_journey
+
+                summary.journey = build_journey(eng, jmap)
+            return summary
+
+
+def journey_map(ws: Workspace, path: Path | None = None, *, actor: str | None = None
+                ) -> JourneyMap | None:
+    """The map a build measures: ``path`` (saved as a new version when it changed), else
+    the most recently saved map, else None."""
+    from hcpjourney.journey import store
+    from hcpjourney.journey.model import JourneyMap
+
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise HcpjError(f"--journey {path}: cannot be read ({exc.strerror})") from None
+        jmap = JourneyMap.from_yaml(text, source=str(path))
+        store.save_map(ws.app_db_url, text, actor=actor or _user())
+        return jmap
+    maps = store.list_maps(ws.app_db_url)
+    if not maps:
+        return None
+    latest = max(maps, key=lambda m: m.updated_at)
+    return store.get_map(ws.app_db_url, latest.slug).map
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
 
 
 # --------------------------------------------------------------------- export
-EXPORT_KINDS = ("identities", "profiles", "golden", "golden_lineage", "quarantine", "quality")
+EXPORT_KINDS = (
+    "identities", "profiles", "golden", "golden_lineage", "quarantine", "quality", "stages",
+    "funnel", "stage_entries",
+)
+# what `hcpj build` step writes each kind (for the error when it is missing)
+_BUILT_BY = {"stages": "a journey", "funnel": "a journey", "stage_entries": "a journey"}
 _QUARANTINE_COLUMNS = ("file", "line", "column", "value", "reason", "table")
 
 
@@ -145,6 +191,11 @@ def export(ws: Workspace, kind: str, out: Path) -> int:
             expr = q.select(*_QUARANTINE_COLUMNS).order_by(["file", "line", "column"])
             return eng.export(expr, out)
         if not eng.has_table(kind):
+            if kind in _BUILT_BY:
+                raise HcpjError(
+                    f"no {kind} yet: run `hcpj build --journey journey.yaml` to measure "
+                    f"{_BUILT_BY[kind]}"
+                )
             raise HcpjError(f"no {kind} yet: run `hcpj build` first")
         t = eng.table(kind)
         order = {
@@ -152,6 +203,9 @@ def export(ws: Workspace, kind: str, out: Path) -> int:
             "profiles": ["hcp_id"],
             "golden": ["hcp_id"],
             "golden_lineage": ["hcp_id", "field"],
+            "stages": ["hcp_id"],
+            "funnel": ["stage_index"],
+            "stage_entries": ["hcp_id", "stage_index"],
         }[kind]
         return eng.export(t.order_by(order), out)
 
@@ -177,7 +231,7 @@ def demo(root: Path, *, n_hcps: int = DEMO_HCPS, seed: int = DEMO_SEED) -> DemoS
     drop = ws.root / "drop"
     simulate(n_hcps, drop, seed=seed)
     results, _ = ingest(ws, [drop])
-    summary = build(ws)
+    summary = build(ws, journey=drop / "journey.yaml", actor="demo")
     with warehouse(ws, read_only=True) as eng:
         ev = eng.table("events")
         top = eng.to_pyarrow(
