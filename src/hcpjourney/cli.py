@@ -86,18 +86,34 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Data drop folders or files.")],
     fmt: Annotated[
         str,
-        typer.Option("--format", help="contract (default) or open-payments."),
+        typer.Option("--format", help="contract (default), open-payments, xes or eventlog "
+                     "(a CSV or Parquet table of events)."),
     ] = "contract",
+    case: Annotated[
+        str | None, typer.Option(help="Event logs: the case column (default case:concept:name).")
+    ] = None,
+    activity: Annotated[
+        str | None, typer.Option(help="Event logs: the activity column (default concept:name).")
+    ] = None,
+    timestamp: Annotated[
+        str | None, typer.Option(help="Event logs: the timestamp column (default time:timestamp).")
+    ] = None,
+    timestamp_format: Annotated[
+        str | None, typer.Option(help="Event logs: strptime format of the timestamps.")
+    ] = None,
     workspace: WorkspaceOpt = Path("."),
 ) -> None:
     """Load a data drop; prints rows loaded and quarantined per file."""
     ws = _ws(workspace)
+    options = {"case": case, "activity": activity, "timestamp": timestamp,
+               "timestamp_format": timestamp_format}
     with Progress(
         TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
         console=err, transient=True,
     ) as progress:
         results, ignored = services.ingest(
-            ws, paths, fmt=fmt, progress=_progress_factory(progress)  # type: ignore[arg-type]
+            ws, paths, fmt=fmt, progress=_progress_factory(progress),  # type: ignore[arg-type]
+            options=options,
         )
     print_results(results, ignored)
     failed = [r for r in results if r.status == "failed"]
@@ -146,10 +162,15 @@ def print_funnel(j: services.JourneySummary) -> None:
 def export(
     kind: Annotated[str, typer.Argument(help=", ".join(services.EXPORT_KINDS) + ".")],
     out: Annotated[Path, typer.Option("--out", help="Output file: .csv or .parquet.")],
+    activity: Annotated[
+        str | None,
+        typer.Option(help="transitions/variants: events column(s) naming the activity, e.g. "
+                     "topic (default channel:action)."),
+    ] = None,
     workspace: WorkspaceOpt = Path("."),
 ) -> None:
     """Write one of the contract's outputs to a file."""
-    n = services.export(_ws(workspace), kind, out)
+    n = services.export(_ws(workspace), kind, out, activity=activity)
     console.print(f"wrote {n:,} rows to {out}")
 
 

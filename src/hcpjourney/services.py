@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ibis
+import ibis.expr.types as ir
 
 from hcpjourney import engine as engines
 from hcpjourney.config import Workspace
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from hcpjourney.identity.review import DecisionRecord, ReviewItem
     from hcpjourney.journey.model import JourneyMap
 
-INGEST_FORMATS = ("contract", "open-payments")
+INGEST_FORMATS = ("contract", "open-payments", "xes", "eventlog")
 
 
 def init_workspace(path: str | Path, *, engine: str = "duckdb", app_db: str | None = None) -> Workspace:
@@ -44,8 +45,16 @@ def warehouse(ws: Workspace, *, read_only: bool = False) -> Iterator[engines.Eng
         eng.close()
 
 
-def sources_for(paths: Sequence[str | Path], fmt: str = "contract") -> tuple[list[Source], list[str]]:
-    """The sources an ingest of ``paths`` in format ``fmt`` loads, and files passed over."""
+def sources_for(
+    paths: Sequence[str | Path],
+    fmt: str = "contract",
+    options: Mapping[str, str | None] | None = None,
+) -> tuple[list[Source], list[str]]:
+    """The sources an ingest of ``paths`` in format ``fmt`` loads, and files passed over.
+
+    ``options`` of the event-log formats: case, activity, timestamp (column names)
+    and timestamp_format.
+    """
     if fmt == "contract":
         from hcpjourney.ingest.loader import table_for_file
         from hcpjourney.ingest.open_payments import looks_like_open_payments
@@ -72,6 +81,16 @@ def sources_for(paths: Sequence[str | Path], fmt: str = "contract") -> tuple[lis
         order = {"hcps": 0}
         out.sort(key=lambda s: order.get(s.table, 1))
         return out, []
+    if fmt in ("xes", "eventlog"):
+        from hcpjourney.ingest.eventlog import read_eventlog
+
+        given = {k: v for k, v in (options or {}).items() if v}
+        logs: list[Source] = []
+        for p in paths:
+            outputs = read_eventlog(Path(p), fmt=fmt, **given)
+            logs.extend(Source(table=o.table, file=o.file, data=o.data) for o in outputs)
+        logs.sort(key=lambda s: s.table != "hcps")
+        return logs, []
     raise HcpjError(f"unknown --format '{fmt}'; use one of {', '.join(INGEST_FORMATS)}")
 
 
@@ -81,8 +100,9 @@ def ingest(
     *,
     fmt: str = "contract",
     progress: Callable[[Source], Progress | None] | None = None,
+    options: Mapping[str, str | None] | None = None,
 ) -> tuple[list[FileResult], list[str]]:
-    sources, ignored = sources_for(paths, fmt)
+    sources, ignored = sources_for(paths, fmt, options)
     if not sources:
         raise HcpjError(
             f"no contract files found in {', '.join(map(str, paths))}; expected files such as "
@@ -130,6 +150,11 @@ def build(ws: Workspace, *, journey: Path | None = None, actor: str | None = Non
                 from hcpjourney.journey.stages import build_journey
 
                 summary.journey = build_journey(eng, jmap)
+            from hcpjourney.journey.attribution import build_attribution
+            from hcpjourney.journey.paths import build_transitions
+
+            build_transitions(eng)
+            build_attribution(eng, jmap.product if jmap is not None else None)
             return summary
 
 
@@ -164,23 +189,30 @@ def _user() -> str:
 # --------------------------------------------------------------------- export
 EXPORT_KINDS = (
     "identities", "profiles", "golden", "golden_lineage", "quarantine", "quality", "stages",
-    "funnel", "stage_entries",
+    "funnel", "stage_entries", "transitions", "variants", "attribution",
 )
 # what `hcpj build` step writes each kind (for the error when it is missing)
 _BUILT_BY = {"stages": "a journey", "funnel": "a journey", "stage_entries": "a journey"}
 _QUARANTINE_COLUMNS = ("file", "line", "column", "value", "reason", "table")
 
 
-def export(ws: Workspace, kind: str, out: Path) -> int:
-    """Write one output of CONTRACT section 4 to ``out`` (.csv or .parquet)."""
+def export(ws: Workspace, kind: str, out: Path, *, activity: str | None = None) -> int:
+    """Write one output of CONTRACT section 4 to ``out`` (.csv or .parquet).
+
+    ``activity``: for transitions and variants, the events column(s) that name an
+    activity instead of the contract's channel:action (e.g. ``topic``; several
+    joined by commas), computed on the fly.
+    """
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise HcpjError(f"--out {out}: use a .csv or .parquet file name")
     if kind not in EXPORT_KINDS:
         raise HcpjError(f"unknown export kind '{kind}'; available: {', '.join(EXPORT_KINDS)}")
+    if activity is not None and kind not in ("transitions", "variants"):
+        raise HcpjError("--activity applies to transitions and variants only")
     with warehouse(ws) as eng:
+        if activity is not None:
+            return eng.export(_activity_paths(eng, kind, activity), out)
         if kind == "quality":
-            import ibis
-
             from hcpjourney.quality import quality_report
 
             return eng.export(ibis.memtable(quality_report(eng, ws).to_long()), out)
@@ -206,8 +238,32 @@ def export(ws: Workspace, kind: str, out: Path) -> int:
             "stages": ["hcp_id"],
             "funnel": ["stage_index"],
             "stage_entries": ["hcp_id", "stage_index"],
+            "transitions": ["from_activity", "to_activity"],
+            "variants": ["rank"],
+            "attribution": [ibis.desc("share"), "channel"],
         }[kind]
         return eng.export(t.order_by(order), out)
+
+
+def _activity_paths(eng: engines.Engine, kind: str, activity: str) -> ir.Table:
+    from hcpjourney.journey import paths
+
+    if not eng.has_table("events"):
+        raise HcpjError("no events yet: run `hcpj build` first")
+    ev = eng.table("events")
+    cols = [c.strip() for c in activity.split(",") if c.strip()]
+    unknown = [c for c in cols if c not in ev.columns]
+    if not cols or unknown:
+        raise HcpjError(
+            f"--activity {activity}: not an events column; use one or more of "
+            f"{', '.join(c for c in ev.columns if c != 'attributes')}"
+        )
+    act = cols[0] if len(cols) == 1 else cols
+    if kind == "transitions":
+        return paths.transitions(ev, activity=act, presorted=True).order_by(
+            ["from_activity", "to_activity"])
+    v = paths.variants(ev, activity=act, presorted=True)
+    return v.order_by([ibis.desc("count"), "variant"])
 
 
 # ----------------------------------------------------------------------- demo

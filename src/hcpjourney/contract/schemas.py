@@ -20,6 +20,7 @@ CHANNELS: tuple[str, ...] = (
     "f2f_visit", "remote_visit", "phone", "email", "sms", "web", "portal", "webinar",
     "congress", "advisory_board", "msl_meeting", "medical_inquiry", "social", "sample",
     "payment",
+    "eventlog",  # an extension: events of a process log (`hcpj ingest --format xes|eventlog`)
 )
 ACTIONS: tuple[str, ...] = (
     "sent", "delivered", "opened", "clicked", "visited", "viewed", "downloaded", "registered",

@@ -31,6 +31,7 @@ from hcpjourney.errors import ConfigError
 from hcpjourney.identity import clusters, linkage
 from hcpjourney.identity.exact import IDENTITIES
 from hcpjourney.identity.normalise import INPUT_COLUMNS, linkage_table
+from hcpjourney.ingest import eventlog
 
 PAIRS = "identity_pairs"
 EVENTS = "identity_events"
@@ -148,13 +149,14 @@ def resolve(
     t0 = time.perf_counter()
     hcps = engine.table(schemas.HCPS.name)
     raw = engine.to_pyarrow(hcps.select(*INPUT_COLUMNS).order_by("record_id"))
+    raw_sources = raw.select(["record_id", "source"])
     data = linkage_table(raw)
     del raw
     t_norm = time.perf_counter() - t0
     floor = min(thresholds.review_low, thresholds.match)
     result = linkage.score(engine, data, floor=floor)
     t0 = time.perf_counter()
-    pairs = result.pairs
+    pairs = _without_process_cases(result.pairs, raw_sources)
     record_ids = data.column("record_id").combine_chunks()
     latest: dict[tuple[str, str], str] = {}
     for d in decisions:  # in decision order: the latest per pair wins
@@ -193,6 +195,22 @@ def resolve(
         refused_npi=clustering.refused_npi,
         seconds={"normalise": t_norm, **result.seconds, "cluster": t_cluster},
     )
+
+
+# Records of this source are cases of a process log read by `hcpj ingest --format
+# xes|eventlog` (their last_name is the case id): never one person with another record.
+PROCESS_CASE_SOURCE = eventlog.SOURCE
+
+
+def _without_process_cases(pairs: pa.Table, sources: pa.Table) -> pa.Table:
+    """``pairs`` without those that involve an event-log case."""
+    is_case = pc.equal(sources.column("source"), PROCESS_CASE_SOURCE)
+    cases = pc.filter(sources.column("record_id"), is_case)
+    if len(cases) == 0:
+        return pairs
+    keep = pc.invert(pc.or_(pc.is_in(pairs.column("record_id_l"), value_set=cases),
+                            pc.is_in(pairs.column("record_id_r"), value_set=cases)))
+    return pairs.filter(keep)
 
 
 def _write_pairs(engine: Engine, pairs: pa.Table) -> None:

@@ -1,0 +1,271 @@
+"""Journey paths at 10M events vs pm4py (discover_dfg, get_variants), same data, one run.
+
+Data: ``hcpj simulate --hcps 100000`` (about 9.6M interactions; cached in
+bench/out/drop_100000_1, shared with ingest_bench.py). To keep set-up to a
+minute instead of a full ingest + identity build, the events table is built
+directly from the drop's interactions.csv with the simulator's true identity
+(``_truth/persons.csv``: record_id -> person_id) as ``hcp_id`` -- what a perfect
+``hcpj build`` would give -- stored sorted by (hcp_id, ts, event_id) like the
+warehouse's ``events``; adoption (CONTRACT) from outcomes.csv the same way. It
+is cached in bench/out/journey_100000_1/warehouse.duckdb.
+
+Peer: pm4py 2.7 (AGPL; bench/test only) on a pandas DataFrame of the same
+events in the same order (sorted by case, ts, event_id: the CONTRACT order),
+with case = hcp_id, activity = channel:action:
+
+- ``pm4py.discover_dfg`` vs our ``paths.transitions`` (plus start/end activities);
+- ``pm4py.get_variants`` vs our ``paths.variants``.
+
+Each side is timed from the events table in its own memory (a DuckDB table for
+ours, a DataFrame for pm4py) to the result in Python; both outputs are checked
+to agree exactly before a ratio is printed. Then every journey query (paths and
+first-order attribution) is timed at full size, median of ``--repeat`` runs.
+
+    .venv/bin/python bench/journey_bench.py                  # 100k HCPs, ~9.6M events
+    .venv/bin/python bench/journey_bench.py --peer-events 2000000   # pm4py on a subset
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+import ibis  # noqa: E402
+
+from hcpjourney.engine import DuckDBEngine  # noqa: E402
+from hcpjourney.journey import attribution, paths  # noqa: E402
+from hcpjourney.journey.outcomes import outcome_time  # noqa: E402
+
+PRODUCT = "cardiozen"
+
+
+def ensure_drop(hcps: int, seed: int) -> Path:
+    drop = HERE / "out" / f"drop_{hcps}_{seed}"
+    if not (drop / "interactions.csv").exists():
+        from hcpjourney.simulate import simulate
+
+        print(f"simulating {hcps:,} HCPs into {drop} (cached for later runs)", flush=True)
+        t = time.perf_counter()
+        simulate(hcps, drop, seed=seed)
+        print(f"  simulated in {time.perf_counter() - t:.0f}s", flush=True)
+    return drop
+
+
+def ensure_warehouse(hcps: int, seed: int) -> Path:
+    """bench/out/journey_{hcps}_{seed}/warehouse.duckdb with tables events and adoptions."""
+    target = HERE / "out" / f"journey_{hcps}_{seed}" / "warehouse.duckdb"
+    if target.exists():
+        return target
+    drop = ensure_drop(hcps, seed)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    print(f"building events from {drop.name}/interactions.csv (cached in {target.parent.name})", flush=True)
+    t = time.perf_counter()
+    eng = open_engine(tmp, read_only=False)
+    try:
+        con = eng.backend
+        persons = con.read_csv(str(drop / "_truth" / "persons.csv"), table_name="persons_csv")
+        ix = con.read_csv(
+            str(drop / "interactions.csv"), table_name="interactions_csv", all_varchar=True
+        )
+        ids = persons.select(record_id=persons.record_id, hcp_id=persons.person_id)
+        j = ix.inner_join(ids, "record_id")
+        events = j.select(
+            "hcp_id", "event_id", "record_id",
+            ts=j.ts.cast("timestamp('UTC')").cast("timestamp"),
+            channel=j.channel, action=j.action, direction=j.direction, team=j.team,
+            owner_id=j.owner_id, content_id=j.content_id, campaign_id=j.campaign_id,
+            duration_s=j.duration_s.cast("float64"), value_usd=j.value_usd.cast("float64"),
+            topic=j.topic,
+        )
+        eng.create("events", events, order_by=["hcp_id", "ts", "event_id"])
+        oc = con.read_csv(str(drop / "outcomes.csv"), table_name="outcomes_csv", all_varchar=True)
+        o = oc.inner_join(ids, "record_id")
+        o = o.filter((o.nrx.cast("float64") > 0) & (o["product"] == PRODUCT))
+        o = o.mutate(at=outcome_time(o.period))
+        adoptions = o.group_by("hcp_id").aggregate(adopted_at=o.at.min())
+        eng.create("adoptions", adoptions, order_by=["hcp_id"])
+        n = eng.count(eng.table("events"))
+    finally:
+        eng.close()
+    tmp.rename(target)
+    print(f"  {n:,} events in {time.perf_counter() - t:.0f}s", flush=True)
+    return target
+
+
+def open_engine(path: Path, *, read_only: bool) -> DuckDBEngine:
+    eng = DuckDBEngine(path, read_only=read_only, memory_limit="6GB")
+    eng.backend.raw_sql("SET enable_progress_bar = false")
+    return eng
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """Median seconds of ``repeat`` runs, and the last result."""
+    times = []
+    out: Any = None
+    for _ in range(repeat):
+        gc.collect()
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def load_avg() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hcps", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=5, help="runs per timing (median)")
+    ap.add_argument("--peer-events", type=int, default=0,
+                    help="run pm4py on the first cases holding about this many events (0: all)")
+    ap.add_argument("--no-peer", action="store_true")
+    args = ap.parse_args()
+
+    wh = ensure_warehouse(args.hcps, args.seed)
+    eng = open_engine(wh, read_only=True)
+    ev = eng.table("events")
+    ad = eng.table("adoptions")
+    n_events = eng.count(ev)
+    print(f"{n_events:,} events, {eng.count(ev.select('hcp_id').distinct()):,} HCPs; {load_avg()}")
+
+    if not args.no_peer:
+        compare_with_pm4py(eng, ev, args.peer_events, args.repeat)
+
+    # ------------------------------------------------------- every journey query
+    print(f"\njourney queries at {n_events:,} events (median of {args.repeat}):")
+    first = eng.to_pyarrow(ev.select("channel", "action").limit(1)).to_pylist()[0]
+    anchor = f"{first['channel']}:{first['action']}"
+    stage_entries = _stage_entries(ev)
+    pre = {"presorted": True}  # events is stored sorted by (hcp_id, ts, event_id)
+    queries: dict[str, Callable[[], Any]] = {
+        "transitions": lambda: eng.to_pyarrow(paths.transitions(ev, **pre)),
+        "variants (all)": lambda: eng.to_pyarrow(paths.variants(ev, **pre)),
+        "variants (top 20)": lambda: eng.to_pyarrow(paths.variants(ev, top=20, **pre)),
+        "start activities": lambda: eng.to_pyarrow(paths.start_activities(ev, **pre)),
+        "end activities": lambda: eng.to_pyarrow(paths.end_activities(ev, **pre)),
+        f"steps_after({anchor}, 3)": lambda: eng.to_pyarrow(paths.steps_after(ev, anchor, 3, **pre)),
+        f"steps_before({anchor}, 3, first)": lambda: eng.to_pyarrow(
+            paths.steps_before(ev, anchor, 3, occurrence="first", **pre)
+        ),
+        "stage_flows": lambda: eng.to_pyarrow(paths.stage_flows(stage_entries)),
+        "transitions over topic": lambda: eng.to_pyarrow(paths.transitions(ev, activity="topic", **pre)),
+        "attribution (first-order Markov)": lambda: attribution.markov_attribution(ev, ad, **pre),
+        "attribution_table (all methods)": lambda: attribution.attribution_table(ev, ad, **pre),
+        "transitions, sorting (presorted=False)": lambda: eng.to_pyarrow(paths.transitions(ev)),
+    }
+    rows = []
+    for name, fn in queries.items():
+        secs, _ = timed(fn, args.repeat)
+        rows.append((name, secs))
+        print(f"  {name:<40} {secs:7.3f} s {'ok' if secs <= 1.0 else 'OVER 1 s'}", flush=True)
+    print(f"({load_avg()})")
+
+
+def _stage_entries(ev: ibis.Table) -> ibis.Table:
+    """A stage_entries-like table from the journey.yaml's event stages (first entry per HCP)."""
+    stages = [
+        ("awareness", 1, (ev.channel == "email") & (ev.action == "opened")),
+        ("consideration", 2, (ev.channel == "webinar") & (ev.action == "attended")),
+        ("decision", 3, (ev.channel == "f2f_visit") & (ev.action == "completed")),
+        ("advocacy", 4, (ev.channel == "congress") & (ev.action == "attended")),
+    ]
+    parts = []
+    for name, idx, cond in stages:
+        hit = ev.filter(cond)
+        parts.append(
+            hit.group_by("hcp_id").aggregate(entered_at=hit.ts.min()).mutate(
+                stage=ibis.literal(name), stage_index=ibis.literal(idx)
+            )
+        )
+    return parts[0].union(*parts[1:])
+
+
+# ------------------------------------------------------------------- pm4py
+def compare_with_pm4py(eng: DuckDBEngine, ev: ibis.Table, peer_events: int, repeat: int) -> None:
+    import pandas as pd
+
+    os.environ.setdefault("PM4PY_SHOW_PROGRESS_BAR", "False")
+    import pm4py
+
+    sub = ev
+    if peer_events:
+        # whole cases, in hcp_id order, until about peer_events events
+        per = ev.group_by("hcp_id").aggregate(n=ev.count())
+        per = per.mutate(cum=per.n.sum().over(ibis.window(order_by="hcp_id", rows=(None, 0))))
+        keep = per.filter(per.cum <= peer_events).select("hcp_id")
+        sub = ev.semi_join(keep, "hcp_id")
+    n = eng.count(sub)
+    print(f"\npm4py comparison on {n:,} events ({load_avg()})")
+    t = time.perf_counter()
+    df = eng.to_pyarrow(
+        sub.select(
+            **{
+                "case:concept:name": sub.hcp_id,
+                "concept:name": sub.channel.concat(":", sub.action),
+                "time:timestamp": sub.ts,
+                "event_id": sub.event_id,
+            }
+        ).order_by(["case:concept:name", "time:timestamp", "event_id"])
+    ).to_pandas()
+    df["time:timestamp"] = pd.to_datetime(df["time:timestamp"], utc=True)
+    print(f"  pandas frame for pm4py built in {time.perf_counter() - t:.1f}s (not timed)")
+    ours_ev = sub
+    presorted = not peer_events  # a semi-join does not keep the stored order: sort then
+
+    # ---------------------------------------------------------------- transitions
+    def ours_dfg() -> dict[tuple[str, str], int]:
+        tab = eng.to_pyarrow(paths.transitions(ours_ev, presorted=presorted)).to_pylist()
+        return {(r["from_activity"], r["to_activity"]): r["count"] for r in tab}
+
+    def peer_dfg() -> tuple[dict, dict, dict]:
+        return pm4py.discover_dfg(df)
+
+    peer_repeat = max(1, min(repeat, 3))
+    t_ours, dfg_ours = timed(ours_dfg, repeat)
+    t_peer, (dfg, starts, ends) = timed(peer_dfg, peer_repeat)
+    expected = dict(dfg)
+    expected.update({(paths.START, a): c for a, c in starts.items()})
+    expected.update({(a, paths.END): c for a, c in ends.items()})
+    agree = dfg_ours == {k: int(v) for k, v in expected.items()}
+    print(f"  transitions: ours {t_ours:.3f}s, pm4py.discover_dfg {t_peer:.2f}s, "
+          f"ratio {t_peer / t_ours:.1f}x (target >= 20x); outputs agree: {agree}", flush=True)
+    if not agree:
+        raise SystemExit("transitions differ from pm4py's")
+
+    # ---------------------------------------------------------------- variants
+    def ours_variants() -> Any:  # our result: an Arrow table (converted for the check, untimed)
+        return eng.to_pyarrow(paths.variants(ours_ev, as_list=True, presorted=presorted))
+
+    def peer_variants() -> dict[tuple[str, ...], int]:
+        return pm4py.get_variants(df)
+
+    t_ours, var_table = timed(ours_variants, repeat)
+    t_peer, var_peer = timed(peer_variants, peer_repeat)
+    tab = var_table.to_pydict()
+    var_ours = {tuple(v): c for v, c in zip(tab["variant"], tab["count"], strict=True)}
+    agree = var_ours == {tuple(k): int(v) for k, v in var_peer.items()}
+    print(f"  variants: ours {t_ours:.3f}s, pm4py.get_variants {t_peer:.2f}s, "
+          f"ratio {t_peer / t_ours:.1f}x (target >= 20x); outputs agree: {agree} "
+          f"({len(var_ours):,} variants)", flush=True)
+    if not agree:
+        raise SystemExit("variants differ from pm4py's")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,586 @@
+"""Paths over time-ordered events: transitions, variants, start/end activities,
+the steps after or before an activity, and Sankey flows between stages.
+
+Every function takes an Ibis table of events and the names of its columns, so
+the same code runs on the warehouse ``events`` table and on any event log (see
+:func:`hcpjourney.ingest.eventlog.read_eventlog_table`):
+
+``case``
+    the column that groups events into one journey (``hcp_id``; a trace id).
+``activity``
+    ``None`` for the CONTRACT's activity ``channel || ':' || action``; a column
+    name (``"topic"``, ``"activity"``); or a sequence of column names joined
+    with ``':'``.
+``ts`` and ``tiebreak``
+    each case's events are ordered by ``ts``, then ``tiebreak`` (CONTRACT:
+    ``event_id``); ``tiebreak=None`` orders by ``ts`` alone, which leaves the
+    order of same-instant events to the engine.
+
+Events with a null case, activity or timestamp take no part (as in pm4py,
+which drops such rows when a log is formatted).
+
+``presorted=True`` (every function but :func:`stage_flows`) says the events are
+a table stored sorted by (case, ts, tiebreak) on an engine whose scans keep the
+stored order, as DuckDB does for the warehouse ``events`` table (or a filter or
+projection of it; not a join): each case's order is then read from storage with
+order-preserving windows (``OVER ()``) instead of a sort. Results are identical;
+the tests check both ways. Variants use two engine functions by name through
+Ibis builtins, ``hash`` (64-bit, DuckDB) and ``chr``.
+
+The results are lazy Ibis tables (nothing runs until they are executed or
+written), except where noted. Definitions:
+
+- :func:`transitions`: one row per directly-follows pair (``from_activity``,
+  ``to_activity``) over each case's ordered events, with ``count`` and the exact
+  median gap in seconds (``median_seconds``; the mean of the two middle gaps
+  for an even count), plus ``__start__ -> first activity`` and ``last activity
+  -> __end__`` edges whose ``median_seconds`` is null (CONTRACT section 4).
+- :func:`variants`: the distinct activity sequences of the cases with their
+  number of cases and share of all cases (pm4py's variants).
+- :func:`start_activities` / :func:`end_activities`: first / last activity of
+  each case, counted.
+- :func:`steps_after` / :func:`steps_before`: for each occurrence (or each
+  case's first / last occurrence) of an activity, what the 1st..n-th event
+  after (before) it was.
+- :func:`stage_flows`: Sankey links stage -> next stage entered, or stage ->
+  ``(dropped)``, from a table of stage entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import ibis
+import ibis.expr.datatypes as dt
+import ibis.expr.types as ir
+
+from hcpjourney.engine import Engine
+from hcpjourney.errors import HcpjError
+
+START = "__start__"
+END = "__end__"
+DROPPED = "(dropped)"
+ACTIVITY_SEPARATOR = ":"
+VARIANT_SEPARATOR = " -> "
+DEFAULT_ACTIVITY: tuple[str, ...] = ("channel", "action")
+
+TRANSITIONS = "transitions"
+VARIANTS = "variants"
+TRANSITION_COLUMNS: tuple[str, ...] = ("from_activity", "to_activity", "count", "median_seconds")
+VARIANT_COLUMNS: tuple[str, ...] = ("variant", "n_events", "count", "share")
+
+Activity = str | Sequence[str] | None
+
+# internal column names (leading underscore: never clash with a user's columns)
+_CASE, _ACT, _TS, _TB = "_case", "_act", "_ts", "_tb"
+
+
+def _require(events: ir.Table, names: Sequence[str]) -> None:
+    missing = [n for n in names if n not in events.columns]
+    if missing:
+        raise HcpjError(
+            f"events have no column {', '.join(repr(m) for m in missing)}; "
+            f"available: {', '.join(events.columns)}"
+        )
+
+
+def activity_columns(events: ir.Table, activity: Activity = None) -> tuple[str, ...]:
+    """The column(s) an activity is made of (``channel, action`` by default)."""
+    cols = (
+        DEFAULT_ACTIVITY if activity is None
+        else (activity,) if isinstance(activity, str)
+        else tuple(activity)
+    )
+    if not cols:
+        raise HcpjError("activity: name at least one column")
+    _require(events, cols)
+    return cols
+
+
+def _join_activity(parts: Sequence[ir.StringValue]) -> ir.StringValue:
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.concat(ACTIVITY_SEPARATOR, p)
+    return out
+
+
+def activity_value(events: ir.Table, activity: Activity = None) -> ir.StringValue:
+    """The activity expression: ``channel:action`` by default, else the named column(s)."""
+    return _join_activity([events[c].cast("string") for c in activity_columns(events, activity)])
+
+
+def ordered_events(
+    events: ir.Table,
+    *,
+    case: str = "hcp_id",
+    activity: Activity = None,
+    ts: str = "ts",
+    tiebreak: str | None = "event_id",
+) -> ir.Table:
+    """``_case, _act, _ts, _tb`` of the events that take part (no null case, activity or ts)."""
+    _require(events, [case, ts, *([tiebreak] if tiebreak else [])])
+    act = activity_value(events, activity)
+    t = events.select(
+        **{
+            _CASE: events[case],
+            _ACT: act,
+            _TS: events[ts],
+            _TB: events[tiebreak] if tiebreak else ibis.literal(0),
+        }
+    )
+    return t.filter(t[_CASE].notnull(), t[_ACT].notnull(), t[_TS].notnull())
+
+
+def _window(t: ir.Table, *, descending: bool = False) -> Any:
+    order = [t[_TS].desc(), t[_TB].desc()] if descending else [t[_TS], t[_TB]]
+    return ibis.window(group_by=t[_CASE], order_by=order)
+
+
+def _neighbour(
+    t: ir.Table, col: str, k: int, *, presorted: bool, descending: bool = False
+) -> ir.Value:
+    """The value of ``col`` k events later (k < 0: earlier) in the same case, else null.
+
+    Sorting: a window partitioned by case, ordered by ts then tiebreak.
+    Presorted: an order-preserving window over the stored order (no sort), with
+    the case compared to keep the value within the case.
+    """
+    if presorted:
+        w = ibis.window()
+        shift = (lambda v: v.lead(k)) if k > 0 else (lambda v: v.lag(-k))
+        same = shift(t[_CASE]).over(w) == t[_CASE]
+        return ibis.ifelse(same, shift(t[col]).over(w), ibis.null(t[col].type()))
+    w = _window(t, descending=descending)
+    return (t[col].lead(k) if k > 0 else t[col].lag(-k)).over(w)
+
+
+def _seconds(later: ir.TimestampValue, earlier: ir.TimestampValue) -> ir.FloatingValue:
+    """Exact gap in seconds (microsecond difference, so no float rounding of epochs)."""
+    return later.delta(earlier, unit="microsecond").cast("float64") / 1e6
+
+
+# ----------------------------------------------------------------- transitions
+def transitions(
+    events: ir.Table,
+    *,
+    case: str = "hcp_id",
+    activity: Activity = None,
+    ts: str = "ts",
+    tiebreak: str | None = "event_id",
+    presorted: bool = False,
+) -> ir.Table:
+    """Directly-follows counts: from_activity, to_activity, count, median_seconds.
+
+    Includes ``__start__ -> a`` (a case's first activity) and ``a -> __end__``
+    (its last) edges with a null ``median_seconds``. ``median_seconds`` is the
+    exact median (DuckDB ``quantile_cont``, not an approximation) of the gaps
+    between the two events of each occurrence of the pair.
+
+    ``presorted=True`` says ``events`` is a table stored sorted by (case, ts,
+    tiebreak) on an engine whose scans keep the stored order (DuckDB; the
+    warehouse's ``events`` table, or a filter of it): the order is then taken
+    from the storage instead of sorting, several times faster. Do not use it on
+    joins or on tables stored in another order.
+
+    One pass: every event closes the edge from its predecessor (or from
+    ``__start__``); the ``-> __end__`` counts follow from the aggregated edges
+    (events of an activity minus those followed by another event).
+    """
+    cols = activity_columns(events, activity)
+    _require(events, [case, ts, *([tiebreak] if tiebreak else [])])
+    acts = [f"_a{i}" for i in range(len(cols))]
+    prev = [f"_p{i}" for i in range(len(cols))]
+    t = events.select(
+        **{_CASE: events[case], _TS: events[ts], _TB: events[tiebreak] if tiebreak else ibis.literal(0)},
+        **{a: events[c].cast("string") for a, c in zip(acts, cols, strict=True)},
+    )
+    t = t.filter(t[_CASE].notnull(), t[_TS].notnull(), *(t[a].notnull() for a in acts))
+    # grouping by the raw columns and joining them after aggregation saves a
+    # string concatenation per event
+    e = t.mutate(
+        _pts=_neighbour(t, _TS, -1, presorted=presorted),
+        **{p: _neighbour(t, a, -1, presorted=presorted) for p, a in zip(prev, acts, strict=True)},
+    )
+    into = e.group_by([*prev, *acts]).aggregate(
+        count=e.count(), median_seconds=_seconds(e[_TS], e._pts).median()
+    )
+    into = into.select(
+        from_activity=ibis.ifelse(into[prev[0]].isnull(), START, _join_activity([into[p] for p in prev])),
+        to_activity=_join_activity([into[a] for a in acts]),
+        count=into["count"],
+        median_seconds=into.median_seconds,
+    )
+    ins = into.group_by(activity=into.to_activity).aggregate(n_in=into["count"].sum())
+    outs = into.filter(into.from_activity != START)
+    outs = outs.group_by(activity=outs.from_activity).aggregate(n_out=outs["count"].sum())
+    ends = ins.left_join(outs, "activity")
+    ends = ends.select(
+        from_activity=ends.activity,
+        to_activity=ibis.literal(END),
+        count=ends.n_in - ibis.coalesce(ends.n_out, 0),
+        median_seconds=ibis.null("float64"),
+    )
+    ends = ends.filter(ends["count"] > 0)
+    return into.union(ends).select(*TRANSITION_COLUMNS)
+
+
+def start_activities(
+    events: ir.Table,
+    *,
+    case: str = "hcp_id",
+    activity: Activity = None,
+    ts: str = "ts",
+    tiebreak: str | None = "event_id",
+    presorted: bool = False,
+) -> ir.Table:
+    """activity, count: how many cases start with each activity."""
+    return _boundary(events, case, activity, ts, tiebreak, presorted, last=False)
+
+
+def end_activities(
+    events: ir.Table,
+    *,
+    case: str = "hcp_id",
+    activity: Activity = None,
+    ts: str = "ts",
+    tiebreak: str | None = "event_id",
+    presorted: bool = False,
+) -> ir.Table:
+    """activity, count: how many cases end with each activity."""
+    return _boundary(events, case, activity, ts, tiebreak, presorted, last=True)
+
+
+def _boundary(
+    events: ir.Table, case: str, activity: Activity, ts: str, tiebreak: str | None, presorted: bool,
+    *, last: bool,
+) -> ir.Table:
+    e = ordered_events(events, case=case, activity=activity, ts=ts, tiebreak=tiebreak)
+    if presorted:
+        w = ibis.window()
+        e = e.mutate(_other=(e[_CASE].lead() if last else e[_CASE].lag()).over(w))
+        e = e.filter(e._other.isnull() | (e._other != e[_CASE]))
+    else:
+        e = e.mutate(_n=ibis.row_number().over(_window(e, descending=last)))
+        e = e.filter(e._n == 0)
+    return e.group_by(activity=e[_ACT]).aggregate(count=e.count())
+
+
+# -------------------------------------------------------------------- variants
+KEY_SEPARATOR = "\x1f"  # joins activities into a variant's grouping key
+
+
+def case_sequences(
+    events: ir.Table,
+    *,
+    case: str = "hcp_id",
+    activity: Activity = None,
+    ts: str = "ts",
+    tiebreak: str | None = "event_id",
+    presorted: bool = False,
+) -> ir.Table:
+    """case, key, n_events: each case's ordered activities joined by ``KEY_SEPARATOR``."""
+    e = ordered_events(events, case=case, activity=activity, ts=ts, tiebreak=tiebreak)
+    if presorted:
+        e = e.mutate(_rn=ibis.row_number().over(ibis.window()))
+        order: list[ir.Value] = [e._rn]
+    else:
+        order = [e[_TS], e[_TB]]
+    return e.group_by(case=e[_CASE]).aggregate(
+        key=e[_ACT].group_concat(KEY_SEPARATOR, order_by=order), n_events=e.count()
+    )
+
+
+@ibis.udf.scalar.builtin(name="hash")
+def _hash_text(value: str) -> dt.UInt64:
+    """The engine's 64-bit hash (DuckDB ``hash``), kept unsigned: Ibis's own ``hash()``
+    casts it to int64 through a bit string, which costs more than the hash."""
+
+
+@ibis.udf.scalar.builtin(name="hash")
+def _hash_number(value: dt.UInt64) -> dt.UInt64:
+    """The engine's 64-bit hash of an unsigned 64-bit integer."""
+
+
+def case_fingerprints(
+    events: ir.Table,
+    *,
+    case: str = "hcp_id",
+    activity: Activity = None,
+    ts: str = "ts",
+    tiebreak: str | None = "event_id",
+    presorted: bool = False,
+) -> ir.Table:
+    """case, fp1, fp2, n_events: a 128-bit fingerprint of each case's activity sequence.
+
+    Each event hashes (activity, position in its case) twice, mixing the position
+    into the activity's hash before a second hash; a case's fingerprints are the
+    XOR of its events' hashes. Two different sequences of the same length share
+    both only by chance (about 2**-128 per pair).
+    """
+    e = ordered_events(events, case=case, activity=activity, ts=ts, tiebreak=tiebreak)
+    if presorted:
+        w = ibis.window()
+        e = e.mutate(_rn=ibis.row_number().over(w), _other=e[_CASE].lag().over(w))
+        start = e._other.isnull() | (e._other != e[_CASE])
+        e = e.mutate(_start=ibis.ifelse(start, e._rn, ibis.null("int64")))
+        e = e.mutate(_pos=e._rn - e._start.max().over(ibis.window(rows=(None, 0))))
+    else:
+        e = e.mutate(_pos=ibis.row_number().over(_window(e)))
+    h = _hash_text(e[_ACT])
+    k1 = _hash_number(h ^ e._pos.cast("uint64"))
+    k2 = _hash_number(h ^ (e._pos * 2654435761 + 97531).cast("uint64"))
+    return e.group_by(case=e[_CASE]).aggregate(fp1=k1.bit_xor(), fp2=k2.bit_xor(), n_events=e.count())
+
+
+def variants(
+    events: ir.Table,
+    *,
+    case: str = "hcp_id",
+    activity: Activity = None,
+    ts: str = "ts",
+    tiebreak: str | None = "event_id",
+    top: int | None = None,
+    sep: str = VARIANT_SEPARATOR,
+    as_list: bool = False,
+    presorted: bool = False,
+) -> ir.Table:
+    """variant, n_events, count, share: distinct paths, most frequent first.
+
+    ``variant`` is the activities joined with ``sep`` (or, with
+    ``as_list=True``, the array of activities). All variants (``top=None``):
+    cases are grouped by the exact sequence (one code character per activity,
+    see :func:`_coded_variants`), never by the ``sep``-joined text, so an
+    activity holding ``sep`` cannot merge two variants. ``top=N``: cases are
+    grouped by a 128-bit fingerprint of the
+    sequence (:func:`case_fingerprints`) and the sequence is spelled out only
+    for the variants that can be among the N most frequent, which is much
+    faster on large logs. ``share`` is count / number of cases. Ties in count
+    are ordered by the variant text. ``presorted``: see :func:`transitions`.
+    """
+    if top is not None and top < 1:
+        raise HcpjError(f"top must be at least 1, not {top}")
+    kw: dict[str, Any] = {
+        "case": case, "activity": activity, "ts": ts, "tiebreak": tiebreak, "presorted": presorted
+    }
+    if top is None:
+        v = _coded_variants(events, **kw)
+    else:
+        fp = case_fingerprints(events, **kw)
+        g = fp.group_by("fp1", "fp2", "n_events").aggregate(count=fp.count(), rep=fp.case.min())
+        g = g.mutate(share=g["count"].cast("float64") / g["count"].sum().over(ibis.window()))
+        nth = g.order_by(ibis.desc("count")).limit(1, offset=top - 1).select("count").as_scalar()
+        cand = g.filter(g["count"] >= ibis.coalesce(nth, 0))
+        reps = cand.select(rep="rep")
+        seqs = case_sequences(events.semi_join(reps, events[case] == reps.rep), **{**kw, "presorted": False})
+        v = cand.inner_join(seqs, cand.rep == seqs.case).select("key", "n_events", "count", "share")
+        v = v.mutate(activities=v.key.split(KEY_SEPARATOR))
+    v = v.mutate(_text=v.activities.join(sep))
+    v = v.order_by([ibis.desc("count"), "_text"])
+    if top is not None:
+        v = v.limit(top)
+    variant = v.activities if as_list else v._text
+    return v.select(variant=variant, n_events=v.n_events, count=v["count"], share=v.share)
+
+
+@ibis.udf.scalar.builtin(name="chr")
+def _chr(code: int) -> str:  # type: ignore[empty-body]
+    """The character of a Unicode code point (DuckDB ``chr``)."""
+
+
+_CODE_BASE = 0xE000  # first code point of activity codes: past the surrogates, ~1.05M codes
+_PACK = 1 << 21  # > the number of codes
+
+
+def _coded_variants(
+    events: ir.Table, *, case: str, activity: Activity, ts: str, tiebreak: str | None, presorted: bool
+) -> ir.Table:
+    """activities, n_events, count, share of every variant, grouping cases exactly.
+
+    Each distinct activity is given a one-character code (a Unicode code point
+    from U+E000 on: up to about 1.05 million activities); a case's key is its
+    codes in order, so keys are short, and the activities are spelled out once
+    per variant by indexing the code-ordered list of activities. The codes are
+    collected unordered with their order packed in (order * 2**21 + code) and
+    each case's list is sorted afterwards, which is cheaper than an ordered
+    aggregate.
+    """
+    base = ordered_events(events, case=case, activity=activity, ts=ts, tiebreak=tiebreak)
+    d = base.select(_act=base[_ACT]).distinct()
+    d = d.mutate(_idx=ibis.row_number().over(ibis.window(order_by=d[_ACT])))
+    e = ordered_events(events, case=case, activity=activity, ts=ts, tiebreak=tiebreak)
+    # an order key per event: the stored row number, or the position in the case
+    w = ibis.window() if presorted else _window(e)
+    e = e.mutate(_rn=ibis.row_number().over(w))
+    j = e.inner_join(d, _ACT)
+    # (order, code) packed in one integer and collected unordered, then each
+    # case's small list is sorted: cheaper than an ordered aggregate
+    packed = j._rn * _PACK + j._idx
+    per_case = j.group_by(j[_CASE]).aggregate(_packed=packed.collect(), n_events=j.count())
+    per_case = per_case.mutate(
+        _key=per_case._packed.sort().map(lambda x: _chr((x % _PACK + _CODE_BASE).cast("int32"))).join("")
+    )
+    v = per_case.group_by("_key", "n_events").aggregate(count=per_case.count())
+    v = v.mutate(share=v["count"].cast("float64") / v["count"].sum().over(ibis.window()))
+    codes = d.aggregate(_acts=d[_ACT].collect(order_by=d._idx))
+    vm = v.cross_join(codes)
+    return vm.select(
+        activities=vm._key.split("").map(lambda c: vm._acts[c.ascii_str() - _CODE_BASE]),
+        n_events=vm.n_events, count=vm["count"], share=vm.share,
+    )
+
+
+# ------------------------------------------------------------ steps after / before
+OCCURRENCES = ("every", "first", "last")
+
+
+def steps_after(
+    events: ir.Table,
+    anchor: str,
+    n: int = 3,
+    *,
+    case: str = "hcp_id",
+    activity: Activity = None,
+    ts: str = "ts",
+    tiebreak: str | None = "event_id",
+    occurrence: str = "every",
+    presorted: bool = False,
+) -> ir.Table:
+    """step, activity, count, share: what happens in the ``n`` events after ``anchor``.
+
+    Anchors are the events whose activity equals ``anchor``: every occurrence
+    (default), or only each case's ``first`` (or ``last``) one. For step k
+    (1..n) the row counts anchors whose k-th following event has that activity;
+    an anchor whose case ended after k-1 following events counts once as
+    ``__end__`` at step k and is not counted at later steps. ``share`` =
+    count / number of anchors, so the shares of one step sum to the fraction of
+    anchors still under way at that step.
+    """
+    return _steps(events, anchor, n, case, activity, ts, tiebreak, occurrence, presorted, after=True)
+
+
+def steps_before(
+    events: ir.Table,
+    anchor: str,
+    n: int = 3,
+    *,
+    case: str = "hcp_id",
+    activity: Activity = None,
+    ts: str = "ts",
+    tiebreak: str | None = "event_id",
+    occurrence: str = "every",
+    presorted: bool = False,
+) -> ir.Table:
+    """step, activity, count, share: the ``n`` events before ``anchor`` (mirror of
+    :func:`steps_after`; step k is the k-th event before, ``__start__`` where the
+    case began k-1 events before)."""
+    return _steps(events, anchor, n, case, activity, ts, tiebreak, occurrence, presorted, after=False)
+
+
+def _steps(
+    events: ir.Table,
+    anchor: str,
+    n: int,
+    case: str,
+    activity: Activity,
+    ts: str,
+    tiebreak: str | None,
+    occurrence: str,
+    presorted: bool,
+    *,
+    after: bool,
+) -> ir.Table:
+    if n < 1:
+        raise HcpjError(f"n must be at least 1, not {n}")
+    if occurrence not in OCCURRENCES:
+        raise HcpjError(f"occurrence must be one of {', '.join(OCCURRENCES)}, not '{occurrence}'")
+    e = ordered_events(events, case=case, activity=activity, ts=ts, tiebreak=tiebreak)
+    cols: dict[str, ir.Value] = {}
+    for k in range(1, n + 1):
+        cols[f"_s{k}"] = _neighbour(e, _ACT, k if after else -k, presorted=presorted)
+    cols["_pos"] = ibis.row_number().over(ibis.window() if presorted else _window(e))
+    e = e.mutate(**cols)
+    a = e.filter(e[_ACT] == anchor)
+    if occurrence != "every":
+        first = occurrence == "first"
+        pick = a.group_by(_CASE).aggregate(_k=a._pos.min() if first else a._pos.max())
+        a = a.semi_join(pick, [a[_CASE] == pick[_CASE], a._pos == pick._k])
+    # one aggregation over the anchors, by the n following activities; the steps
+    # are then read off that (small) table
+    steps_cols = [f"_s{k}" for k in range(1, n + 1)]
+    combos = a.group_by(steps_cols).aggregate(_n=a.count())
+    boundary = END if after else START
+    parts = []
+    for k in range(1, n + 1):
+        here = combos[f"_s{k}"]
+        reached = ibis.literal(True) if k == 1 else combos[f"_s{k - 1}"].notnull()
+        parts.append(
+            combos.filter(reached).select(
+                step=ibis.literal(k, "int64"), activity=ibis.coalesce(here, boundary), _n=combos._n
+            )
+        )
+    steps = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    out = steps.group_by("step", "activity").aggregate(count=steps._n.sum())
+    anchors = combos._n.sum().as_scalar()
+    out = out.mutate(share=out["count"].cast("float64") / anchors.cast("float64"))
+    return out.order_by(["step", ibis.desc("count"), "activity"])
+
+
+# ----------------------------------------------------------------- Sankey flows
+def stage_flows(
+    entries: ir.Table,
+    *,
+    case: str = "hcp_id",
+    stage: str = "stage",
+    stage_index: str = "stage_index",
+    entered_at: str = "entered_at",
+    last_stage_index: int | None = None,
+) -> ir.Table:
+    """source, target, source_index, target_index, count: Sankey links between stages.
+
+    ``entries`` holds one row per (case, stage entered). Each entry links to the
+    next stage the case entered (by stage index, then entry time), or to
+    ``(dropped)`` when the case entered no later stage and the stage is not the
+    last one (``last_stage_index``, by default the highest index in
+    ``entries``); the last stage has no outgoing link. ``target_index`` is null
+    for ``(dropped)``.
+    """
+    _require(entries, [case, stage, stage_index, entered_at])
+    t = entries.select(
+        _case=entries[case], _stage=entries[stage].cast("string"),
+        _idx=entries[stage_index].cast("int64"), _at=entries[entered_at],
+    )
+    w = ibis.window(group_by=t._case, order_by=[t._idx, t._at])
+    t = t.mutate(_next=t._stage.lead().over(w), _next_idx=t._idx.lead().over(w))
+    final = (
+        ibis.literal(last_stage_index, "int64") if last_stage_index is not None
+        else t._idx.max().over(ibis.window())
+    )
+    t = t.mutate(_final=final)
+    links = t.filter(t._next.notnull() | (t._idx < t._final))
+    links = links.mutate(
+        target=ibis.coalesce(links._next, DROPPED), target_index=links._next_idx
+    )
+    out = links.group_by(
+        source=links._stage, target=links.target, source_index=links._idx,
+        target_index=links.target_index,
+    ).aggregate(count=links.count())
+    return out.order_by(["source_index", out.target_index.isnull(), "target_index", "target"])
+
+
+# ----------------------------------------------------------------- warehouse
+def build_transitions(engine: Engine, *, events_table: str = "events") -> tuple[ir.Table, ir.Table]:
+    """Write warehouse tables ``transitions`` and ``variants`` from ``events`` (CONTRACT order).
+
+    ``events`` is stored sorted by (hcp_id, ts, event_id), so the stored order is used.
+    """
+    if not engine.has_table(events_table):
+        raise HcpjError("no events yet: run `hcpj build` first")
+    ev = engine.table(events_table)
+    tr = engine.create(
+        TRANSITIONS, transitions(ev, presorted=True), order_by=["from_activity", "to_activity"]
+    )
+    var = variants(ev, presorted=True)
+    var = var.mutate(rank=ibis.row_number().over(ibis.window(order_by=[ibis.desc("count"), "variant"])) + 1)
+    vt = engine.create(VARIANTS, var.select("rank", *VARIANT_COLUMNS), order_by=["rank"])
+    return tr, vt
