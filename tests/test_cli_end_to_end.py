@@ -38,7 +38,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     hcpj("simulate", "--hcps", "300", "--out", drop, "--seed", "5")
     hcpj("init", ws)
     hcpj("ingest", drop, "--workspace", ws)
-    hcpj("build", "--workspace", ws)
+    hcpj("build", "--journey", drop / "journey.yaml", "--workspace", ws)
     return drop, ws
 
 
@@ -100,3 +100,55 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "demo" / "hcpj.toml").is_file()
     hcpj("export", "profiles", "--out", tmp_path / "p.csv", "--workspace", tmp_path / "demo")
     assert len(rows(tmp_path / "p.csv")) > 100
+
+
+def test_journey_exports_follow_the_contract(built: tuple[Path, Path], tmp_path: Path) -> None:
+    _, ws = built
+    for kind, header in [
+        ("stages", ["hcp_id", "stage", "entered_at"]),
+        ("funnel", ["stage", "hcps", "conversion_from_previous", "median_days_from_previous"]),
+        ("transitions", ["from_activity", "to_activity", "count", "median_seconds"]),
+        ("attribution", ["channel", "removal_effect", "share"]),
+    ]:
+        hcpj("export", kind, "--out", tmp_path / f"{kind}.csv", "--workspace", ws)
+        got = rows(tmp_path / f"{kind}.csv")
+        assert got and list(got[0])[: len(header)] == header, kind
+    funnel = rows(tmp_path / "funnel.csv")
+    assert [f["stage"] for f in funnel] == [
+        "awareness", "consideration", "decision", "adoption", "advocacy"]
+    assert funnel[0]["conversion_from_previous"] == "1"
+    assert abs(sum(float(a["share"]) for a in rows(tmp_path / "attribution.csv")) - 1) < 1e-9
+    furthest = {r["hcp_id"]: r["stage"] for r in rows(tmp_path / "stages.csv")}
+    hcpj("export", "profiles", "--out", tmp_path / "p.csv", "--workspace", ws)
+    assert {p["hcp_id"]: p["stage"] for p in rows(tmp_path / "p.csv") if p["stage"]} == furthest
+    assert "cardiology-hcp-journey" in hcpj("journey", "list", "--workspace", ws).stdout
+
+
+def test_recommend_feedback_and_evaluate_policy(built: tuple[Path, Path], tmp_path: Path) -> None:
+    _, ws = built
+    out = tmp_path / "rec.csv"
+    shown = hcpj("recommend", "--as-of", "2025-12-01", "--out", out, "--workspace", ws).stdout
+    assert "recommended" in shown
+    recs = rows(out)
+    header = ["hcp_id", "rank", "action", "channel", "content_id", "team", "score",
+              "expected_uplift", "reason"]
+    assert list(recs[0])[: len(header)] == header
+    firsts = [r for r in recs if r["rank"] == "1"]
+    assert len(firsts) == len({r["hcp_id"] for r in recs}) and all(r["reason"] for r in firsts)
+    top = firsts[0]
+    hcpj("feedback", "skip", top["hcp_id"], top["action"], "--content", top["content_id"],
+         "--reason", "not_relevant", "--as-of", "2025-12-01", "--workspace", ws)
+    hcpj("recommend", "--as-of", "2025-12-01", "--out", out, "--workspace", ws)
+    again = [r for r in rows(out) if r["hcp_id"] == top["hcp_id"]]
+    assert (top["action"], top["content_id"]) not in {(r["action"], r["content_id"]) for r in again}
+    bad = hcpj("feedback", "skip", top["hcp_id"], top["action"], "--reason", "bored",
+               "--workspace", ws, ok=False)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
+
+    bandit = Path(__file__).resolve().parents[2] / "shared/realdata/open_bandit/bts/all.csv"
+    shown = hcpj("evaluate-policy", "--logs", bandit, "--policy", "uniform",
+                 "--out", tmp_path / "ope.csv").stdout
+    est = {r["estimator"]: r for r in rows(tmp_path / "ope.csv")}
+    assert set(est) == {"ipw", "snipw", "dr"} and "ipw" in shown
+    for r in est.values():
+        assert float(r["ci_low"]) <= 0.0038 <= float(r["ci_high"])

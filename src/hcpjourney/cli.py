@@ -325,6 +325,139 @@ def review_decide(
     )
 
 
+@app.command()
+def recommend(
+    as_of: Annotated[str, typer.Option("--as-of", help="First day of the week to plan (YYYY-MM-DD).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the recommendations (.csv or .parquet).")
+    ] = None,
+    capacity: Annotated[
+        str | None,
+        typer.Option(help="Weekly limits for a global allocation, e.g. "
+                     "rep_visit=200,msl_visit=20,email=5000."),
+    ] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Ranked actions per HCP.")] = None,
+    exploration: Annotated[
+        str | None, typer.Option(help="none, epsilon or thompson (default from hcpj.toml).")
+    ] = None,
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Next best actions per HCP for the week starting --as-of: eligible by construction
+    (consent, MLR approval and expiry, team, quiet periods, contact caps), ranked and explained."""
+    ws = _ws(workspace)
+    with console.status("fitting response models and ranking eligible actions"):
+        s = services.recommend(ws, as_of, out=out, capacity=capacity, top_k=top_k,
+                               exploration=exploration)
+    where = f" to {s.out}" if s.out else ""
+    console.print(f"recommended {s.rows:,} actions for {s.hcps:,} HCPs (week of "
+                  f"{s.as_of:%Y-%m-%d}){where}")
+    for note in s.notes:
+        console.print(f"note: {note}")
+
+
+@app.command("evaluate-policy")
+def evaluate_policy(
+    logs: Annotated[
+        Path | None,
+        typer.Option(help="Logged decisions (.csv or .parquet): action, reward, propensity ... "
+                     "Without it, the NBA policy is evaluated on the workspace's own history."),
+    ] = None,
+    policy: Annotated[
+        str, typer.Option(help="With --logs: uniform, logged or column (target_propensity).")
+    ] = "uniform",
+    policy_file: Annotated[
+        Path | None,
+        typer.Option(help="With --logs: a table of context_id, action, probability to evaluate."),
+    ] = None,
+    n_actions: Annotated[int | None, typer.Option(help="Number of actions (uniform).")] = None,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for intervals.")] = 0,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Without --logs: end of the holdout period.")
+    ] = None,
+    holdout_days: Annotated[int, typer.Option(min=1, help="Without --logs: holdout length.")] = 28,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the estimates (.csv).")] = None,
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Off-policy evaluation: IPW, self-normalised IPW and doubly robust estimates of a
+    policy's value on logged data, with 95% confidence intervals."""
+    if logs is not None:
+        results = [services.evaluate_policy(logs, policy, n_actions=n_actions,
+                                            bootstrap=bootstrap, policy_file=policy_file)]
+    else:
+        if as_of is None:
+            raise HcpjError("give --logs FILE, or --as-of DATE to evaluate on the workspace's history")
+        results = list(services.evaluate_history(_ws(workspace), as_of,
+                                                 holdout_days=holdout_days).values())
+    rows = [r for res in results for r in res.rows()]
+    table = Table(title="off-policy evaluation (95% intervals)")
+    for col in ("policy", "estimator", "value", "interval", "n", "logged value"):
+        table.add_column(col, justify="left" if col in ("policy", "estimator") else "right")
+    for r in rows:
+        table.add_row(str(r["policy"]), str(r["estimator"]), f"{r['value']:.5f}",
+                      f"[{r['ci_low']:.5f}, {r['ci_high']:.5f}]", f"{r['n']:,}",
+                      f"{r['logged_value']:.5f}")
+    console.print(table)
+    for res in results:
+        for note in res.notes:
+            console.print(f"note: {note}")
+    if out is not None:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pacsv.write_csv(pa.Table.from_pylist(rows), str(out))
+        console.print(f"wrote {len(rows)} estimates to {out}")
+
+
+feedback_app = typer.Typer(help="Reps accept or skip recommendations; skips feed back as data.",
+                           no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option("--as-of", help="The week of the recommendation answered (default: now)."),
+]
+
+
+def _feedback(decision: str, hcp_id: str, action: str, content: str | None, reason: str | None,
+              note: str | None, by: str | None, as_of: str | None, workspace: Path) -> None:
+    r = services.nba_feedback(_ws(workspace), hcp_id, action, decision, reason=reason,
+                              content_id=content, note=note, actor=by, as_of=as_of)
+    console.print(f"recorded {r.decision} of {r.action} for {r.hcp_id} by {r.actor}")
+
+
+@feedback_app.command("accept")
+def feedback_accept(
+    hcp_id: Annotated[str, typer.Argument(help="The HCP.")],
+    action: Annotated[str, typer.Argument(help="The recommended action.")],
+    content: Annotated[str | None, typer.Option(help="Its content_id.")] = None,
+    note: Annotated[str | None, typer.Option(help="Free text.")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who (default: the login name).")] = None,
+    as_of: AsOfOpt = None,
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Accept a recommendation."""
+    _feedback("accept", hcp_id, action, content, None, note, by, as_of, workspace)
+
+
+@feedback_app.command("skip")
+def feedback_skip(
+    hcp_id: Annotated[str, typer.Argument(help="The HCP.")],
+    action: Annotated[str, typer.Argument(help="The recommended action.")],
+    reason: Annotated[str, typer.Option(help="not_relevant, hcp_declined, wrong_timing, "
+                                        "hcp_unavailable, already_planned, compliance_concern "
+                                        "or other.")],
+    content: Annotated[str | None, typer.Option(help="Its content_id.")] = None,
+    note: Annotated[str | None, typer.Option(help="Free text.")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who (default: the login name).")] = None,
+    as_of: AsOfOpt = None,
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Skip a recommendation, with a reason (it is not proposed again for a while)."""
+    _feedback("skip", hcp_id, action, content, reason, note, by, as_of, workspace)
+
+
 journey_app = typer.Typer(help="Journey maps: saved versions.", no_args_is_help=True)
 app.add_typer(journey_app, name="journey")
 

@@ -35,7 +35,33 @@ match_threshold = 0.9               # linkage probability at or above which reco
 
 [quality]
 stale_after_days = 365              # records whose updated_at is older are reported as stale
+
+[nba]
+# Shared pressure budget per HCP, across all teams and channels: outbound contacts in the
+# 7 (30) days before --as-of plus the recommended one may not exceed these caps.
+contacts_per_week = 3
+contacts_per_month = 10
+top_k = 3                           # ranked alternatives per HCP (rank 1 = the next best action)
+one_per_action = true               # alternatives are different actions (not the same one with other content)
+engagement_value = 1.0              # value of one engagement (email opened, visit completed ...)
+progression_horizon_days = 90       # a touch "moves" an HCP when the next stage follows within this
+opt_in_required = []                # channels needing an explicit opt-in row, e.g. ["sms"]
+quiet_hours = [21, 7]               # no send/visit times from 21:00 to 07:00 local time
+skip_cooldown_days = 28             # an action a rep skipped is not proposed again for this long
+exploration = "none"                # none | epsilon | thompson (keeps the system learning)
+epsilon = 0.05
+seed = 0
+# quiet_periods = [{{start = "2025-12-22", end = "2026-01-02", channels = ["email", "sms"], teams = []}}]
+# content_purpose = {{"cz-0011" = "medical"}}   # overrides how content purpose is derived
+
+[nba.stage_values]                  # value of moving an HCP into each stage
+awareness = 1.0
+consideration = 2.0
+decision = 4.0
+adoption = 10.0
+advocacy = 5.0
 """
+
 
 
 @dataclass

@@ -18,6 +18,9 @@ from hcpjourney.ingest.loader import FileResult, Loader, Progress, Source, disco
 from hcpjourney.journey.stages import JourneySummary
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from hcpjourney import nba
     from hcpjourney.identity.resolve import Decision, ResolveSummary, Thresholds
     from hcpjourney.identity.review import DecisionRecord, ReviewItem
     from hcpjourney.journey.model import JourneyMap
@@ -189,10 +192,11 @@ def _user() -> str:
 # --------------------------------------------------------------------- export
 EXPORT_KINDS = (
     "identities", "profiles", "golden", "golden_lineage", "quarantine", "quality", "stages",
-    "funnel", "stage_entries", "transitions", "variants", "attribution",
+    "funnel", "stage_entries", "transitions", "variants", "attribution", "recommendations",
 )
 # what `hcpj build` step writes each kind (for the error when it is missing)
 _BUILT_BY = {"stages": "a journey", "funnel": "a journey", "stage_entries": "a journey"}
+_NEEDS = {"recommendations": "run `hcpj recommend --as-of DATE` first"}
 _QUARANTINE_COLUMNS = ("file", "line", "column", "value", "reason", "table")
 
 
@@ -223,6 +227,8 @@ def export(ws: Workspace, kind: str, out: Path, *, activity: str | None = None) 
             expr = q.select(*_QUARANTINE_COLUMNS).order_by(["file", "line", "column"])
             return eng.export(expr, out)
         if not eng.has_table(kind):
+            if kind in _NEEDS:
+                raise HcpjError(f"no {kind} yet: {_NEEDS[kind]}")
             if kind in _BUILT_BY:
                 raise HcpjError(
                     f"no {kind} yet: run `hcpj build --journey journey.yaml` to measure "
@@ -241,6 +247,7 @@ def export(ws: Workspace, kind: str, out: Path, *, activity: str | None = None) 
             "transitions": ["from_activity", "to_activity"],
             "variants": ["rank"],
             "attribution": [ibis.desc("share"), "channel"],
+            "recommendations": ["hcp_id", "rank"],
         }[kind]
         return eng.export(t.order_by(order), out)
 
@@ -362,3 +369,63 @@ def review_decide(
             )
     who = actor or getpass.getuser()
     return review.record_decision(ws.app_db_url, a, b, decision, actor=who, note=note)
+
+
+# ------------------------------------------------------------------------- nba
+def recommend(
+    ws: Workspace, as_of: str, *, out: Path | None = None, capacity: str | None = None,
+    top_k: int | None = None, exploration: str | None = None,
+) -> nba.RecommendSummary:
+    """Next best actions for the week starting ``as_of`` (writes ``recommendations``)."""
+    from hcpjourney import nba
+
+    with warehouse(ws, read_only=True) as eng:
+        if not eng.has_table("events"):
+            raise HcpjError("nothing built yet: run `hcpj ingest DIR` and `hcpj build` first")
+    return nba.recommend_workspace(ws, as_of, out=out, capacity=capacity, top_k=top_k,
+                                   exploration=exploration)
+
+
+def evaluate_policy(
+    logs: Path, policy: str = "uniform", *, n_actions: int | None = None, bootstrap: int = 0,
+    policy_file: Path | None = None,
+) -> nba.PolicyEvaluation:
+    """Off-policy estimates (IPW, SNIPW, DR) of ``policy`` on a file of logged decisions."""
+    from hcpjourney import nba
+
+    if not logs.exists():
+        raise HcpjError(f"--logs {logs}: no such file")
+    target: str | pa.Table = policy
+    if policy_file is not None:
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        if not policy_file.exists():
+            raise HcpjError(f"--policy-file {policy_file}: no such file")
+        target = (pq.read_table(str(policy_file)) if policy_file.suffix.lower() == ".parquet"
+                  else pacsv.read_csv(str(policy_file)))
+    return nba.evaluate_policy(logs, target, n_actions=n_actions, bootstrap=bootstrap)
+
+
+def evaluate_history(ws: Workspace, as_of: str, *, holdout_days: int = 28
+                     ) -> dict[str, nba.PolicyEvaluation]:
+    """The NBA policy against uniform and logging policies on the workspace's own holdout."""
+    from hcpjourney import nba
+
+    with warehouse(ws, read_only=True) as eng:
+        return nba.evaluate_history(eng, ws.settings, as_of, holdout_days=holdout_days)
+
+
+def nba_feedback(
+    ws: Workspace, hcp_id: str, action: str, decision: str, *, reason: str | None = None,
+    content_id: str | None = None, note: str | None = None, actor: str | None = None,
+    as_of: str | None = None,
+) -> nba.FeedbackRecord:
+    """A rep accepts or skips a recommendation (of the week ``as_of``, if given); skips
+    feed back into the next run."""
+    from hcpjourney import nba
+    from hcpjourney.nba.recommend import parse_as_of
+
+    week = parse_as_of(as_of) if as_of else None
+    return nba.record_feedback(ws.app_db_url, hcp_id, action, decision, actor=actor or _user(),
+                               content_id=content_id, reason=reason, note=note, as_of=week)
