@@ -152,3 +152,21 @@ def test_recommend_feedback_and_evaluate_policy(built: tuple[Path, Path], tmp_pa
     assert set(est) == {"ipw", "snipw", "dr"} and "ipw" in shown
     for r in est.values():
         assert float(r["ci_low"]) <= 0.0038 <= float(r["ci_high"])
+
+
+def test_segments_and_personas(built: tuple[Path, Path], tmp_path: Path) -> None:
+    _, ws = built
+    hcpj("export", "segments", "--out", tmp_path / "s.csv", "--workspace", ws)
+    seg = rows(tmp_path / "s.csv")
+    assert list(seg[0])[:3] == ["hcp_id", "segment", "probability"]
+    total: dict[str, float] = {}
+    for r in seg:
+        total[r["hcp_id"]] = total.get(r["hcp_id"], 0.0) + float(r["probability"])
+    assert len({r["segment"] for r in seg}) >= 2
+    assert all(abs(v - 1) < 1e-6 for v in total.values())
+    hcpj("export", "profiles", "--out", tmp_path / "p.csv", "--workspace", ws)
+    assert {p["hcp_id"] for p in rows(tmp_path / "p.csv") if p["segment"]} == set(total)
+    shown = hcpj("personas", "--out", tmp_path / "personas.md", "--workspace", ws).stdout
+    assert "persona cards" in shown
+    text = (tmp_path / "personas.md").read_text(encoding="utf-8")
+    assert text.count("\n## ") == len({r["segment"] for r in seg})

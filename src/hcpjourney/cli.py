@@ -130,17 +130,34 @@ def build(
         typer.Option("--journey", help="journey.yaml to measure (saved as the map's next version); "
                      "default: the last saved map."),
     ] = None,
+    segments: Annotated[
+        int | None,
+        typer.Option("--segments", min=2, help="Number of segments (default: chosen from the data)."),
+    ] = None,
     workspace: WorkspaceOpt = Path("."),
 ) -> None:
-    """Identity resolution, 360 profiles and the measured journey (stages and funnel)."""
+    """Identity resolution, 360 profiles, the measured journey (stages, funnel, paths,
+    attribution) and segments with personas."""
     ws = _ws(workspace)
     with console.status("building"):
-        s = services.build(ws, journey=journey)
+        s = services.build(ws, journey=journey, n_segments=segments)
     console.print(f"built {s.hcps:,} HCPs from {s.records:,} records; {s.events:,} events")
     if s.journey is not None:
         print_funnel(s.journey)
     else:
         console.print("no journey map yet: measure one with `hcpj build --journey journey.yaml`")
+    if s.segments is not None:
+        print_segments(s.segments)
+
+
+def print_segments(seg: services.SegmentSummary) -> None:
+    table = Table(title=f"segments: {seg.n_segments} ({seg.mixed_hcps:,} HCPs are mixtures)")
+    for col in ("segment", "HCPs (most likely)", "persona"):
+        table.add_column(col)
+    for i, label in enumerate(seg.labels):
+        name = seg.personas[i] if i < len(seg.personas) else ""
+        table.add_row(label, f"{seg.primary.get(label, 0):,}", name)
+    console.print(table)
 
 
 def print_funnel(j: services.JourneySummary) -> None:
@@ -226,6 +243,8 @@ def demo(
     console.print("top channels: " + ", ".join(f"{c} {n:,}" for c, n in s.channels))
     if s.build.journey is not None:
         print_funnel(s.build.journey)
+    if s.build.segments is not None:
+        print_segments(s.build.segments)
     console.print(
         f"next: hcpj export funnel --out funnel.csv --workspace {s.workspace}; "
         f"hcpj quality --workspace {s.workspace}"
@@ -323,6 +342,16 @@ def review_decide(
         f"recorded {d.decision} for {d.pair_id} ({d.record_id_l}, {d.record_id_r}) by {d.actor}; "
         "it takes effect at the next `hcpj build`"
     )
+
+
+@app.command()
+def personas(
+    out: Annotated[Path, typer.Option("--out", help="Output file: .md or .html.")],
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Write the persona cards (one per segment, made from data) as Markdown or HTML."""
+    n = services.personas(_ws(workspace), out)
+    console.print(f"wrote {n} persona cards to {out}")
 
 
 @app.command()

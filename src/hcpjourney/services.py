@@ -16,6 +16,7 @@ from hcpjourney.config import Workspace
 from hcpjourney.errors import HcpjError
 from hcpjourney.ingest.loader import FileResult, Loader, Progress, Source, discover
 from hcpjourney.journey.stages import JourneySummary
+from hcpjourney.segment.build import SegmentSummary
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -123,13 +124,19 @@ class BuildSummary:
     hcps: int
     events: int
     journey: JourneySummary | None = None
+    segments: SegmentSummary | None = None
 
 
-def build(ws: Workspace, *, journey: Path | None = None, actor: str | None = None) -> BuildSummary:
-    """Identity resolution, resolved events, 360 profiles and the measured journey.
+def build(
+    ws: Workspace, *, journey: Path | None = None, actor: str | None = None,
+    n_segments: int | None = None,
+) -> BuildSummary:
+    """Identity resolution, resolved events, 360 profiles, the measured journey (stages,
+    funnel, paths, attribution) and segments with personas.
 
     ``journey``: a journey.yaml to measure, saved as the map's next version in the
     app database; without it the most recently saved map is measured, if any.
+    ``n_segments``: fix the number of segments (default: chosen by BIC and stability).
     """
     from hcpjourney.identity.golden import source_trust
     from hcpjourney.identity.profiles import build_events, build_profiles
@@ -155,9 +162,12 @@ def build(ws: Workspace, *, journey: Path | None = None, actor: str | None = Non
                 summary.journey = build_journey(eng, jmap)
             from hcpjourney.journey.attribution import build_attribution
             from hcpjourney.journey.paths import build_transitions
+            from hcpjourney.segment import build_segments
 
+            product = jmap.product if jmap is not None else None
             build_transitions(eng)
-            build_attribution(eng, jmap.product if jmap is not None else None)
+            build_attribution(eng, product)
+            summary.segments = build_segments(eng, n_segments=n_segments, product=product)
             return summary
 
 
@@ -193,6 +203,7 @@ def _user() -> str:
 EXPORT_KINDS = (
     "identities", "profiles", "golden", "golden_lineage", "quarantine", "quality", "stages",
     "funnel", "stage_entries", "transitions", "variants", "attribution", "recommendations",
+    "segments", "segment_assignments", "personas", "segment_grid", "hcp_potential",
 )
 # what `hcpj build` step writes each kind (for the error when it is missing)
 _BUILT_BY = {"stages": "a journey", "funnel": "a journey", "stage_entries": "a journey"}
@@ -248,6 +259,11 @@ def export(ws: Workspace, kind: str, out: Path, *, activity: str | None = None) 
             "variants": ["rank"],
             "attribution": [ibis.desc("share"), "channel"],
             "recommendations": ["hcp_id", "rank"],
+            "segments": ["hcp_id", "segment"],
+            "segment_assignments": ["hcp_id"],
+            "personas": ["segment"],
+            "segment_grid": list(t.columns[:2]),
+            "hcp_potential": ["hcp_id"],
         }[kind]
         return eng.export(t.order_by(order), out)
 
@@ -429,3 +445,20 @@ def nba_feedback(
     week = parse_as_of(as_of) if as_of else None
     return nba.record_feedback(ws.app_db_url, hcp_id, action, decision, actor=actor or _user(),
                                content_id=content_id, reason=reason, note=note, as_of=week)
+
+
+# -------------------------------------------------------------------- segments
+def personas(ws: Workspace, out: Path) -> int:
+    """Write the persona cards of the latest build as Markdown (.md) or HTML (.html)."""
+    from hcpjourney.segment import cards_html, cards_markdown, persona_cards
+
+    if out.suffix.lower() not in (".md", ".html"):
+        raise HcpjError(f"--out {out}: use a .md or .html file name")
+    with warehouse(ws, read_only=True) as eng:
+        if not eng.has_table("personas"):
+            raise HcpjError("no personas yet: run `hcpj build` first")
+        cards = persona_cards(eng)
+    text = cards_html(cards) if out.suffix.lower() == ".html" else cards_markdown(cards)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return len(cards)
