@@ -274,3 +274,43 @@ def workspace(wh: Warehouse) -> Workspace:
 def sample() -> dict[str, tuple[list[str], list[list[str]]]]:
     """The sample drop as (header, rows) per table; a fresh copy per test."""
     return sample_drop()
+
+
+# ------------------------------------------------------------------ app databases
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL (dropped afterwards); its URL."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"hcpj_test_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database."""
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An app-database URL: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'app.db'}"
+        return
+    with postgres_database() as url:
+        yield url

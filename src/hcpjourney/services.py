@@ -164,10 +164,11 @@ def build(
             from hcpjourney.journey.paths import build_transitions
             from hcpjourney.segment import build_segments
 
-            product = jmap.product if jmap is not None else None
-            build_transitions(eng)
-            build_attribution(eng, product)
-            summary.segments = build_segments(eng, n_segments=n_segments, product=product)
+            if summary.events:  # paths, attribution and behaviour need touchpoints
+                product = jmap.product if jmap is not None else None
+                build_transitions(eng)
+                build_attribution(eng, product)
+                summary.segments = build_segments(eng, n_segments=n_segments, product=product)
             return summary
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,8 +11,6 @@ from hcpjourney import services
 from hcpjourney.app import db
 from hcpjourney.config import Workspace
 from hcpjourney.errors import ConfigError, WorkspaceError
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def _tables(url: str) -> set[str]:
@@ -44,18 +40,7 @@ def test_init_creates_sqlite_app_db_at_head(tmp_path: Path) -> None:
     eng.dispose()
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    name = f"hcpj_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+
 
 
 def test_init_with_postgres_app_db(tmp_path: Path, pg_url: str) -> None:

@@ -110,7 +110,12 @@ def test_profiles_export_has_the_contract_columns_first_and_one_row_per_hcp(worl
     p = world.profiles
     assert p.hcp_id.is_unique
     assert set(p.hcp_id) == set(world.identities.hcp_id)
-    assert p.stage.isna().all() and p.segment.isna().all()
+    assert p.stage.isna().all()  # no journey map measured in this build
+    # the build's segmentation fills segment with each HCP's most likely segment
+    services.export(world.ws, "segment_assignments", world.root / "seg.parquet")
+    seg = pq.read_table(world.root / "seg.parquet").to_pandas()
+    filled = {h: s for h, s in zip(p.hcp_id, p.segment, strict=True) if isinstance(s, str)}
+    assert filled == dict(zip(seg.hcp_id, seg.segment, strict=True)) and filled
     # records: every record is counted once, in its HCP
     assert p.n_records.sum() == len(world.identities)
     assert (p.set_index("hcp_id").n_records

@@ -3,8 +3,6 @@ and turned into training rows."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,31 +24,10 @@ from hcpjourney.nba.feedback import (
 )
 from hcpjourney.nba.settings import NbaSettings
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
-
-def _pg() -> Iterator[str]:
-    name = f"hcpj_nba_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except Exception:  # no PostgreSQL here
-        pytest.skip("PostgreSQL is not reachable")
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'app.db'}"
-    else:
-        yield from _pg()
+@pytest.fixture
+def url(app_db_url: str) -> str:
+    return app_db_url
 
 
 def test_record_list_and_audit(url: str) -> None:
