@@ -106,6 +106,15 @@ def test_transitions_match_reference(eng: engines.Engine, rows: list[dict[str, A
     assert len(want) > 100
 
 
+@pytest.mark.parametrize("presorted", [False, True])
+def test_counts_only_transitions(eng: engines.Engine, rows: list[dict[str, Any]], presorted: bool) -> None:
+    want = ref_transitions(sequences(rows))
+    got = as_transitions(eng, paths.transitions(eng.table("events"), medians=False,
+                                                presorted=presorted))
+    assert {k: n for k, (n, _) in got.items()} == {k: n for k, (n, _) in want.items()}
+    assert all(m is None for _, m in got.values())
+
+
 def test_transitions_over_another_activity_column(eng: engines.Engine, rows: list[dict[str, Any]]) -> None:
     # topic is null on some events: those take no part
     want = ref_transitions(sequences(rows, activity="topic"))

@@ -169,8 +169,13 @@ def transitions(
     ts: str = "ts",
     tiebreak: str | None = "event_id",
     presorted: bool = False,
+    medians: bool = True,
 ) -> ir.Table:
     """Directly-follows counts: from_activity, to_activity, count, median_seconds.
+
+    ``medians=False`` leaves ``median_seconds`` null everywhere and skips the
+    exact-median aggregation, the costliest part (a process map of counts only,
+    as pm4py's ``discover_dfg`` gives).
 
     Includes ``__start__ -> a`` (a case's first activity) and ``a -> __end__``
     (its last) edges with a null ``median_seconds``. ``median_seconds`` is the
@@ -198,13 +203,13 @@ def transitions(
     t = t.filter(t[_CASE].notnull(), t[_TS].notnull(), *(t[a].notnull() for a in acts))
     # grouping by the raw columns and joining them after aggregation saves a
     # string concatenation per event
+    gap = {"_pts": _neighbour(t, _TS, -1, presorted=presorted)} if medians else {}
     e = t.mutate(
-        _pts=_neighbour(t, _TS, -1, presorted=presorted),
+        **gap,
         **{p: _neighbour(t, a, -1, presorted=presorted) for p, a in zip(prev, acts, strict=True)},
     )
-    into = e.group_by([*prev, *acts]).aggregate(
-        count=e.count(), median_seconds=_seconds(e[_TS], e._pts).median()
-    )
+    median = _seconds(e[_TS], e._pts).median() if medians else ibis.null("float64")
+    into = e.group_by([*prev, *acts]).aggregate(count=e.count(), median_seconds=median)
     into = into.select(
         from_activity=ibis.ifelse(into[prev[0]].isnull(), START, _join_activity([into[p] for p in prev])),
         to_activity=_join_activity([into[a] for a in acts]),
