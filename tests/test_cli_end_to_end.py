@@ -10,6 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from realdata_path import REALDATA
+
 HCPJ = [sys.executable, "-m", "hcpjourney.cli"]
 PROFILE_COLUMNS = [
     "hcp_id", "npi", "first_name", "last_name", "specialty", "profession", "n_records",
@@ -145,7 +147,7 @@ def test_recommend_feedback_and_evaluate_policy(built: tuple[Path, Path], tmp_pa
                "--workspace", ws, ok=False)
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
 
-    bandit = Path(__file__).resolve().parents[2] / "shared/realdata/open_bandit/bts/all.csv"
+    bandit = REALDATA / "open_bandit" / "bts" / "all.csv"
     shown = hcpj("evaluate-policy", "--logs", bandit, "--policy", "uniform",
                  "--out", tmp_path / "ope.csv").stdout
     est = {r["estimator"]: r for r in rows(tmp_path / "ope.csv")}

@@ -37,10 +37,10 @@ from hcpjourney.identity.normalise import (
 )
 from hcpjourney.identity.resolve import Thresholds
 from hcpjourney.simulate import simulate
+from realdata_path import REALDATA
 
 ROOT = Path(__file__).resolve().parents[2]
-SF_FILE = (ROOT.parent / "shared" / "realdata" / "open_payments_sf"
-           / "sf_recipient_records_for_linkage.csv")
+SF_FILE = REALDATA / "open_payments_sf" / "sf_recipient_records_for_linkage.csv"
 HCPS_HEADER = ["record_id", "source", "npi", "first_name", "middle_name", "last_name",
                "credential", "specialty", "organization", "address_line1", "city", "state",
                "postal_code", "country", "email"]
@@ -116,7 +116,6 @@ def _name_rule(path: Path) -> dict[str, str]:
     return out
 
 
-@pytest.mark.skipif(not SF_FILE.is_file(), reason="shared real data not present")
 def test_real_sf_open_payments_recipients_f1(tmp_path: Path) -> None:
     truth = _sf_drop(tmp_path / "drop")
     ws = services.init_workspace(tmp_path / "ws")

@@ -16,10 +16,9 @@ from hcpjourney.errors import HcpjError, InputFileError
 from hcpjourney.ingest import eventlog
 from hcpjourney.ingest.loader import Loader, Source
 from hcpjourney.journey import paths
+from realdata_path import REALDATA
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "event_logs"
-if not REAL.is_dir():  # the project root is /work/main, shared/ beside it
-    REAL = Path("/work/shared/realdata/event_logs")
+REAL = REALDATA / "event_logs"
 
 XES_NS = "http://www.xes-standard.org/"
 

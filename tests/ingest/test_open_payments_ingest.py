@@ -11,8 +11,8 @@ import pytest
 from hcpjourney import engine as engines
 from hcpjourney import services
 from hcpjourney.config import Workspace
+from realdata_path import REALDATA
 
-REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
 IOWA = REALDATA / "open_payments_iowa" / "ia_top_physicians_general_payments_2013_2015.csv"
 SF = REALDATA / "open_payments_sf" / "op_general_2013_sf_3000.csv"
 

@@ -21,18 +21,14 @@ from hcpjourney.ingest.open_payments import (
     looks_like_open_payments_profiles,
     read_open_payments,
 )
+from realdata_path import REALDATA
 
-REALDATA = Path(__file__).parents[2].parent / "shared" / "realdata"
 IOWA = REALDATA / "open_payments_iowa"
 IOWA_PAYMENTS = IOWA / "ia_top_physicians_general_payments_2013_2015.csv"
 IOWA_PROFILES = IOWA / "ia_most_paid_docs_profiles.csv"
 SF_PAYMENTS = REALDATA / "open_payments_sf" / "op_general_2013_sf_3000.csv"
 FIXTURE_C = Path(__file__).parent / "fixtures" / "op_general_covered_recipient_5.csv"
 
-needs_realdata = pytest.mark.skipif(
-    not IOWA_PAYMENTS.exists() or not SF_PAYMENTS.exists(),
-    reason="shared/realdata not available",
-)
 
 SPEAKER = (
     "Compensation for services other than consulting, including serving as faculty or as a "
@@ -68,7 +64,6 @@ def sf() -> tuple[ReaderOutput, ReaderOutput]:
 # --- Iowa: 2013-2015 layout without names + profiles file -----------------------------
 
 
-@needs_realdata
 def test_iowa_counts_and_files(iowa: tuple[ReaderOutput, ReaderOutput]) -> None:
     hcps, inter = iowa
     assert inter.data.num_rows == 126_084
@@ -81,13 +76,11 @@ def test_iowa_counts_and_files(iowa: tuple[ReaderOutput, ReaderOutput]) -> None:
     _check_shape(inter, INTERACTIONS.names)
 
 
-@needs_realdata
 def test_iowa_same_with_explicit_profiles(iowa: tuple[ReaderOutput, ReaderOutput]) -> None:
     hcps, _ = _split(read_open_payments(IOWA_PAYMENTS, profiles=IOWA_PROFILES))
     assert hcps.data.equals(iowa[0].data)
 
 
-@needs_realdata
 def test_iowa_keys_and_references(iowa: tuple[ReaderOutput, ReaderOutput]) -> None:
     hcps, inter = iowa
     h, i = hcps.data, inter.data
@@ -99,7 +92,6 @@ def test_iowa_keys_and_references(iowa: tuple[ReaderOutput, ReaderOutput]) -> No
     assert set(pc.unique(h["source"]).to_pylist()) == {"open_payments"}
 
 
-@needs_realdata
 def test_iowa_values_dates_and_mix(iowa: tuple[ReaderOutput, ReaderOutput]) -> None:
     i = iowa[1].data
     raw = pacsv.read_csv(IOWA_PAYMENTS)
@@ -131,7 +123,6 @@ def test_iowa_values_dates_and_mix(iowa: tuple[ReaderOutput, ReaderOutput]) -> N
     assert pc.count_distinct(i["manufacturer_id"]).as_py() == 592
 
 
-@needs_realdata
 def test_iowa_rows_and_lines(iowa: tuple[ReaderOutput, ReaderOutput]) -> None:
     hcps, inter = iowa
     first = inter.data.slice(0, 1).to_pylist()[0]
@@ -162,7 +153,6 @@ def test_iowa_rows_and_lines(iowa: tuple[ReaderOutput, ReaderOutput]) -> None:
 # --- San Francisco: full 2013 CMS layout with names ---------------------------------
 
 
-@needs_realdata
 def test_sf_full_layout(sf: tuple[ReaderOutput, ReaderOutput]) -> None:
     hcps, inter = sf
     h, i = hcps.data, inter.data
@@ -193,7 +183,6 @@ def test_sf_full_layout(sf: tuple[ReaderOutput, ReaderOutput]) -> None:
     assert pc.sum(pc.cast(i["value_usd"], pa.float64())).as_py() == pytest.approx(total)
 
 
-@needs_realdata
 def test_sf_from_parquet(tmp_path: Path, sf: tuple[ReaderOutput, ReaderOutput]) -> None:
     target = tmp_path / "op_general_2013_sf.parquet"
     pq.write_table(pacsv.read_csv(SF_PAYMENTS), target)

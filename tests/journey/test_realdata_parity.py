@@ -22,6 +22,7 @@ import pytest
 from hcpjourney.ingest import eventlog
 from hcpjourney.ingest.open_payments import HOSPITAL_PREFIX, read_open_payments
 from hcpjourney.journey import paths
+from realdata_path import REALDATA
 
 os.environ.setdefault("PM4PY_SHOW_PROGRESS_BAR", "False")
 import pandas as pd
@@ -29,9 +30,7 @@ import pm4py
 
 pytestmark = pytest.mark.filterwarnings("ignore:Install the optional requirement")
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "realdata"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared/realdata")
+SHARED = REALDATA
 LOGS = SHARED / "event_logs"
 IOWA = SHARED / "open_payments_iowa"
 

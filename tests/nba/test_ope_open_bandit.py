@@ -12,11 +12,11 @@ import pytest
 
 from hcpjourney.errors import HcpjError
 from hcpjourney.nba.ope import evaluate_policy
+from realdata_path import REALDATA
 
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata" / "open_bandit"
+REAL = REALDATA / "open_bandit"
 BTS = REAL / "bts" / "all.csv"
 RANDOM = REAL / "random" / "all.csv"
-pytestmark = pytest.mark.skipif(not BTS.is_file(), reason="Open Bandit sample not available")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +13,10 @@ from hcpjourney.config import Workspace
 from hcpjourney.segment.build import build_segments
 from hcpjourney.segment.grid import grid_rows
 from hcpjourney.segment.personas import cards_html, cards_markdown, persona_cards
+from realdata_path import REALDATA
 
-REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
 IOWA = REALDATA / "open_payments_iowa" / "ia_top_physicians_general_payments_2013_2015.csv"
 
-pytestmark = pytest.mark.skipif(not IOWA.exists(), reason="real data not available")
 
 
 @pytest.fixture(scope="module")
