@@ -124,6 +124,12 @@ def test_journey_exports_follow_the_contract(built: tuple[Path, Path], tmp_path:
     hcpj("export", "profiles", "--out", tmp_path / "p.csv", "--workspace", ws)
     assert {p["hcp_id"]: p["stage"] for p in rows(tmp_path / "p.csv") if p["stage"]} == furthest
     assert "cardiology-hcp-journey" in hcpj("journey", "list", "--workspace", ws).stdout
+    # a breakdown splits every stage's HCPs over the groups
+    hcpj("export", "funnel", "--by", "profession", "--out", tmp_path / "fp.csv", "--workspace", ws)
+    split: dict[str, int] = {}
+    for r in rows(tmp_path / "fp.csv"):
+        split[r["stage"]] = split.get(r["stage"], 0) + int(r["hcps"])
+    assert split == {f["stage"]: int(f["hcps"]) for f in funnel}
 
 
 def test_recommend_feedback_and_evaluate_policy(built: tuple[Path, Path], tmp_path: Path) -> None:

@@ -184,10 +184,15 @@ def export(
         typer.Option(help="transitions/variants: events column(s) naming the activity, e.g. "
                      "topic (default channel:action)."),
     ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(help="funnel: one funnel per specialty, profession, region, account, source, "
+                     "segment or persona."),
+    ] = None,
     workspace: WorkspaceOpt = Path("."),
 ) -> None:
     """Write one of the contract's outputs to a file."""
-    n = services.export(_ws(workspace), kind, out, activity=activity)
+    n = services.export(_ws(workspace), kind, out, activity=activity, by=by)
     console.print(f"wrote {n:,} rows to {out}")
 
 

@@ -212,12 +212,16 @@ _NEEDS = {"recommendations": "run `hcpj recommend --as-of DATE` first"}
 _QUARANTINE_COLUMNS = ("file", "line", "column", "value", "reason", "table")
 
 
-def export(ws: Workspace, kind: str, out: Path, *, activity: str | None = None) -> int:
+def export(
+    ws: Workspace, kind: str, out: Path, *, activity: str | None = None, by: str | None = None
+) -> int:
     """Write one output of CONTRACT section 4 to ``out`` (.csv or .parquet).
 
     ``activity``: for transitions and variants, the events column(s) that name an
     activity instead of the contract's channel:action (e.g. ``topic``; several
-    joined by commas), computed on the fly.
+    joined by commas), computed on the fly. ``by``: for the funnel, one funnel
+    per value of a breakdown (specialty, profession, region, account, source,
+    segment, persona or a golden column) of the last measured journey.
     """
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise HcpjError(f"--out {out}: use a .csv or .parquet file name")
@@ -225,9 +229,19 @@ def export(ws: Workspace, kind: str, out: Path, *, activity: str | None = None) 
         raise HcpjError(f"unknown export kind '{kind}'; available: {', '.join(EXPORT_KINDS)}")
     if activity is not None and kind not in ("transitions", "variants"):
         raise HcpjError("--activity applies to transitions and variants only")
+    if by is not None and kind != "funnel":
+        raise HcpjError("--by applies to the funnel only")
+    jmap = journey_map(ws) if by is not None else None
     with warehouse(ws) as eng:
         if activity is not None:
             return eng.export(_activity_paths(eng, kind, activity), out)
+        if by is not None:
+            from hcpjourney.journey.stages import funnel_by
+
+            if jmap is None or not eng.has_table("stage_entries"):
+                raise HcpjError("no journey measured yet: run `hcpj build --journey journey.yaml`")
+            f = funnel_by(eng, jmap, by, entries=eng.table("stage_entries"))
+            return eng.export(f.order_by([by, "stage_index"]), out)
         if kind == "quality":
             from hcpjourney.quality import quality_report
 
