@@ -252,7 +252,8 @@ def demo(
         print_segments(s.build.segments)
     console.print(
         f"next: hcpj export funnel --out funnel.csv --workspace {s.workspace}; "
-        f"hcpj quality --workspace {s.workspace}"
+        f"hcpj personas --out personas.html --workspace {s.workspace}; "
+        f"hcpj recommend --as-of 2025-12-01 --out nba.csv --workspace {s.workspace}"
     )
 
 
