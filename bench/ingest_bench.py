@@ -21,10 +21,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import ensure_drop  # noqa: E402
 
 OURS = r"""
 import json, resource, sys, time
@@ -53,18 +55,6 @@ rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
 print(json.dumps({"seconds": secs, "rows": rows,
                   "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
-
-
-def ensure_drop(hcps: int, seed: int) -> Path:
-    drop = HERE / "out" / f"drop_{hcps}_{seed}"
-    if not (drop / "interactions.csv").exists():
-        from hcpjourney.simulate import simulate
-
-        print(f"simulating {hcps:,} HCPs into {drop} (cached for later runs)", flush=True)
-        t = time.perf_counter()
-        simulate(hcps, drop, seed=seed)
-        print(f"  simulated in {time.perf_counter() - t:.0f}s", flush=True)
-    return drop
 
 
 def run(code: str, drop: Path) -> dict[str, float]:

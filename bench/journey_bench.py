@@ -41,24 +41,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 import ibis  # noqa: E402
+from common import ensure_drop, open_engine  # noqa: E402
 
 from hcpjourney.engine import DuckDBEngine  # noqa: E402
 from hcpjourney.journey import attribution, paths  # noqa: E402
 from hcpjourney.journey.outcomes import outcome_time  # noqa: E402
 
 PRODUCT = "cardiozen"
-
-
-def ensure_drop(hcps: int, seed: int) -> Path:
-    drop = HERE / "out" / f"drop_{hcps}_{seed}"
-    if not (drop / "interactions.csv").exists():
-        from hcpjourney.simulate import simulate
-
-        print(f"simulating {hcps:,} HCPs into {drop} (cached for later runs)", flush=True)
-        t = time.perf_counter()
-        simulate(hcps, drop, seed=seed)
-        print(f"  simulated in {time.perf_counter() - t:.0f}s", flush=True)
-    return drop
 
 
 def ensure_warehouse(hcps: int, seed: int) -> Path:
@@ -102,12 +91,6 @@ def ensure_warehouse(hcps: int, seed: int) -> Path:
     tmp.rename(target)
     print(f"  {n:,} events in {time.perf_counter() - t:.0f}s", flush=True)
     return target
-
-
-def open_engine(path: Path, *, read_only: bool) -> DuckDBEngine:
-    eng = DuckDBEngine(path, read_only=read_only, memory_limit="6GB")
-    eng.backend.raw_sql("SET enable_progress_bar = false")
-    return eng
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:

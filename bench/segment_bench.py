@@ -50,26 +50,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 import numpy as np  # noqa: E402
-
-from hcpjourney.engine import DuckDBEngine  # noqa: E402
-
-
-def ensure_drop(hcps: int, seed: int) -> Path:
-    drop = HERE / "out" / f"drop_{hcps}_{seed}"
-    if not (drop / "interactions.csv").exists():
-        from hcpjourney.simulate import simulate
-
-        print(f"simulating {hcps:,} HCPs into {drop} (cached for later runs)", flush=True)
-        t = time.perf_counter()
-        simulate(hcps, drop, seed=seed)
-        print(f"  simulated in {time.perf_counter() - t:.0f}s", flush=True)
-    return drop
-
-
-def open_engine(path: Path, *, read_only: bool) -> DuckDBEngine:
-    eng = DuckDBEngine(path, read_only=read_only, memory_limit="6GB")
-    eng.backend.raw_sql("SET enable_progress_bar = false")
-    return eng
+from common import ensure_drop, open_engine  # noqa: E402
 
 
 def ensure_warehouse(hcps: int, seed: int) -> Path:
