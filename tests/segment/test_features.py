@@ -12,12 +12,12 @@ import ibis
 import numpy as np
 import pytest
 
+from hcpjourney.identity.timezones import STATE_UTC_OFFSET
 from hcpjourney.segment.features import (
     ENGAGED_ACTIONS,
     HCP_TIMED_ACTIONS,
     RESPONSE_RULES,
     SEGMENT_FEATURES,
-    STATE_UTC_OFFSET,
     build_features,
     model_matrix,
     slug,

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 
 from hcpjourney.engine import Engine
 from hcpjourney.errors import NotBuiltError
+from hcpjourney.identity.timezones import with_utc_offset
 from hcpjourney.nba.catalogue import ActionType
 
 RESPONSE_WINDOW_DAYS = 14
@@ -45,18 +46,6 @@ DAY = 86_400
 HCPS_TABLE = "_nba_hcps"
 TOUCHES_TABLE = "_nba_touches"
 
-# Standard-time UTC offsets of US states (no daylight saving).
-STATE_UTC_OFFSET: dict[str, int] = {
-    **dict.fromkeys(
-        ["CT", "DE", "DC", "FL", "GA", "IN", "KY", "ME", "MD", "MA", "MI", "NH", "NJ", "NY", "NC",
-         "OH", "PA", "RI", "SC", "VT", "VA", "WV"], -5),
-    **dict.fromkeys(
-        ["AL", "AR", "IL", "IA", "KS", "LA", "MN", "MS", "MO", "NE", "ND", "OK", "SD", "TN", "TX",
-         "WI"], -6),
-    **dict.fromkeys(["AZ", "CO", "ID", "MT", "NM", "UT", "WY"], -7),
-    **dict.fromkeys(["CA", "NV", "OR", "WA"], -8),
-    "AK": -9, "HI": -10, "PR": -4,
-}
 CONTENT_ATTRIBUTES: tuple[str, ...] = ("theme", "tonality", "format", "aesthetics", "key_message")
 
 
@@ -154,11 +143,6 @@ def hcp_universe(engine: Engine) -> ir.Table:
     raise NotBuiltError("no HCPs yet: run `hcpj ingest DIR` and `hcpj build` first")
 
 
-def _offset_expr(state: ir.StringValue) -> ir.IntegerValue:
-    cases = [(state == s, o) for s, o in STATE_UTC_OFFSET.items()]
-    return ibis.cases(*cases, else_=ibis.null("int64")).cast("int64")
-
-
 def register_hcps(engine: Engine) -> ir.Table:
     """Materialise the HCP index (temp table hcp_id, hix, utc_offset, decile, is_kol)."""
     u = hcp_universe(engine)
@@ -167,25 +151,20 @@ def register_hcps(engine: Engine) -> ir.Table:
         cols = set(g.columns)
         g = g.select(
             "hcp_id",
-            _state=g.state.upper().strip() if "state" in cols else ibis.null("string"),
+            state=g.state if "state" in cols else ibis.null("string"),
             decile=g.decile.cast("float64") if "decile" in cols else ibis.null("float64"),
             is_kol=g.is_kol.cast("boolean") if "is_kol" in cols else ibis.null("boolean"),
         )
-        g = g.mutate(_offset=_offset_expr(g._state))
-        j = u.left_join(g, "hcp_id")
-        u = j.select("hcp_id", "_offset", "decile", "is_kol")
+        u = u.left_join(g, "hcp_id").select("hcp_id", "state", "decile", "is_kol")
     else:
-        u = u.mutate(_offset=ibis.null("int64"), decile=ibis.null("float64"),
+        u = u.mutate(state=ibis.null("string"), decile=ibis.null("float64"),
                      is_kol=ibis.null("boolean"))
-    known = u.filter(u._offset.notnull())
-    mode = known.group_by("_offset").aggregate(n=known.count()).order_by([ibis.desc("n"), "_offset"])
-    rows = engine.to_pyarrow(mode.limit(1)).to_pylist()
-    fallback = int(rows[0]["_offset"]) if rows else 0
+    u = with_utc_offset(engine, u)
     w = ibis.window(order_by="hcp_id")
     out = u.select(
         "hcp_id",
         hix=ibis.row_number().over(w).cast("int64"),  # 0-based
-        utc_offset=ibis.coalesce(u._offset, fallback).cast("int64"),
+        utc_offset=u.utc_offset,
         decile=u.decile,
         is_kol=ibis.coalesce(u.is_kol, False),
     )

@@ -33,7 +33,7 @@ Columns (``FeatureColumn.kind`` says how a model treats them):
 Engaged events: actions in :data:`ENGAGED_ACTIONS` or inbound. HCP-timed events
 (whose time the HCP chose): inbound, or actions in :data:`HCP_TIMED_ACTIONS`.
 Local time: timestamps are UTC; local time adds the standard-time offset of the
-HCP's US state (golden ``state``, :data:`STATE_UTC_OFFSET`, no daylight saving),
+HCP's US state (golden ``state``, :mod:`hcpjourney.identity.timezones`, no daylight saving),
 or the workspace's most common offset when the state is unknown.
 """
 
@@ -51,6 +51,7 @@ from hcpjourney.contract import schemas
 from hcpjourney.engine import Engine
 from hcpjourney.errors import NotBuiltError
 from hcpjourney.identity.golden import GOLDEN, identities
+from hcpjourney.identity.timezones import with_utc_offset
 
 EVENTS = "events"
 STAGE_ENTRIES = "stage_entries"
@@ -87,17 +88,6 @@ HOUR_BANDS: tuple[tuple[str, int, int], ...] = (
 DAY_NAMES: tuple[str, ...] = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday",
                               "Saturday", "Sunday")
 QUALITY_DIMENSIONS: tuple[str, ...] = tuple(schemas.QUALITY_DIMENSIONS)
-
-# Standard-time UTC offset (hours) of each US state (its majority zone).
-STATE_UTC_OFFSET: dict[str, int] = {
-    **dict.fromkeys(("CT", "DC", "DE", "FL", "GA", "IN", "KY", "MA", "MD", "ME", "MI", "NC",
-                     "NH", "NJ", "NY", "OH", "PA", "RI", "SC", "VA", "VT", "WV"), -5),
-    **dict.fromkeys(("AL", "AR", "IA", "IL", "KS", "LA", "MN", "MO", "MS", "ND", "NE", "OK",
-                     "SD", "TN", "TX", "WI"), -6),
-    **dict.fromkeys(("AZ", "CO", "ID", "MT", "NM", "UT", "WY"), -7),
-    **dict.fromkeys(("CA", "NV", "OR", "WA"), -8),
-    "AK": -9, "HI": -10, "PR": -4, "VI": -4, "GU": 10,
-}
 
 KINDS = ("rate", "log", "share", "score", "stage")
 
@@ -180,21 +170,6 @@ def _top_values(engine: Engine, col: ir.Column, limit: int) -> list[str]:
 
 def _isin(col: ir.Column, values: Sequence[str]) -> ir.BooleanValue:
     return col.isin(list(values)) if len(values) > 1 else col == values[0]
-
-
-def _local_offset(engine: Engine, golden: ir.Table) -> ir.Table:
-    """hcp_id, utc_offset (hours); unknown states take the workspace's most common offset."""
-    states = ibis.memtable(
-        {"_state": list(STATE_UTC_OFFSET), "_offset": list(STATE_UTC_OFFSET.values())}
-    )
-    g = golden.select("hcp_id", _state=golden.state.upper().strip())
-    j = g.left_join(states, "_state")
-    known = j.filter(j._offset.notnull())
-    mode = known.group_by("_offset").aggregate(n=known.count()).order_by(
-        [ibis.desc("n"), "_offset"]).limit(1)
-    rows = engine.to_pyarrow(mode).to_pylist()
-    fallback = int(rows[0]["_offset"]) if rows else 0
-    return j.select("hcp_id", utc_offset=ibis.coalesce(j._offset, fallback).cast("int64"))
 
 
 @dataclass
@@ -395,7 +370,8 @@ def _event_counts(engine: Engine, ev: ir.Table, golden: ir.Table, voc: _Vocab, m
 def _hour_long(engine: Engine, ev: ir.Table, golden: ir.Table) -> ir.Table:
     """Temp table hcp_id, _hour, _dow, n: HCP-timed events per local hour and weekday."""
     e = ev.filter((ev.direction == "inbound") | _isin(ev.action, HCP_TIMED_ACTIONS))
-    e = e.left_join(_local_offset(engine, golden), "hcp_id")
+    tz = with_utc_offset(engine, golden.select("hcp_id", "state"))
+    e = e.left_join(tz.select("hcp_id", "utc_offset"), "hcp_id")
     loc = e.ts + ibis.coalesce(e.utc_offset, 0).as_interval("h")
     g = e.group_by(["hcp_id", loc.hour().cast("int64").name("_hour"),
                     loc.day_of_week.index().cast("int64").name("_dow")]).aggregate(n=e.count())
