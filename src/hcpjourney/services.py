@@ -382,8 +382,6 @@ def review_decide(
     actor: str | None = None,
 ) -> DecisionRecord:
     """Record a steward's decision on a pair; it overrides the model at the next build."""
-    import getpass
-
     from hcpjourney.identity import review
 
     decision = decision.strip().lower()
@@ -398,8 +396,7 @@ def review_decide(
                 f"records {a} and {b} carry different NPIs and can never be one HCP; "
                 "decide distinct, or correct the NPI at the source"
             )
-    who = actor or getpass.getuser()
-    return review.record_decision(ws.app_db_url, a, b, decision, actor=who, note=note)
+    return review.record_decision(ws.app_db_url, a, b, decision, actor=actor or _user(), note=note)
 
 
 # ------------------------------------------------------------------------- nba
