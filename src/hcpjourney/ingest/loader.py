@@ -274,9 +274,7 @@ class Loader:
                 rows = eng.count(new)
                 stored = eng.table(spec.name)
                 if eng.count(stored):
-                    # null-safe: an optional key column (relationships.kind) may be empty
-                    same = [new[k].identical_to(stored[k]) for k in key]
-                    if eng.count(new.semi_join(stored, same)):
+                    if eng.count(new.semi_join(stored, _same_key(new, stored, key))):
                         raise NotClean("a key is already stored")
                     eng.rewrite_sorted(
                         spec.name, stored.union(new.cast(stored.schema()), distinct=False),
@@ -387,22 +385,18 @@ class Loader:
         key = list(spec.key)
         stored_all = eng.table(spec.name)
 
-        def same_key(a: ir.Table, b: ir.Table) -> list[ir.BooleanValue]:
-            # null-safe: an optional key column (relationships.kind) may be empty
-            return [a[k].identical_to(b[k]) for k in key]
-
         keys = good.select(*key)
         repeated = _repeated_keys(keys, key)
         suspect = repeated
         if eng.count(stored_all) > 0:
             stored_keys = stored_all.select(*key)
-            suspect = repeated.union(keys.semi_join(stored_keys, same_key(keys, stored_keys)))
+            suspect = repeated.union(keys.semi_join(stored_keys, _same_key(keys, stored_keys, key)))
         suspect = eng.create(SUSPECT_KEYS, suspect, temp=True)
         if eng.count(suspect) == 0:
             return 0, good, None
 
-        clean = good.anti_join(suspect, same_key(good, suspect))
-        sus = good.semi_join(suspect, same_key(good, suspect))
+        clean = good.anti_join(suspect, _same_key(good, suspect, key))
+        sus = good.semi_join(suspect, _same_key(good, suspect, key))
         h = "_hash"
         sus = sus.mutate(**{h: validate.row_hash(sus, spec)})
         order = sus[LINE] if spec.mode == "insert" else sus[LINE].desc()
@@ -414,9 +408,9 @@ class Loader:
         )
         heads = ranked.filter(ranked._rn == 0)
         repeats = ranked.filter(ranked._rn > 0)
-        stored = stored_all.semi_join(suspect, same_key(stored_all, suspect))
+        stored = stored_all.semi_join(suspect, _same_key(stored_all, suspect, key))
         stored = stored.select(*key, _stored_hash=validate.row_hash(stored, spec))
-        joined = heads.left_join(stored, same_key(heads, stored), lname="{name}", rname="{name}__s")
+        joined = heads.left_join(stored, _same_key(heads, stored, key), lname="{name}", rname="{name}__s")
         joined = joined.drop(*[f"{k}__s" for k in key if f"{k}__s" in joined.columns])
         same_stored = joined._stored_hash.notnull() & (joined._stored_hash == joined[h])
         dup = eng.count(repeats.filter(repeats[h] == repeats._first_hash)) + eng.count(
@@ -467,10 +461,16 @@ class Loader:
             return 0
         if spec.mode == "upsert":
             keys = new.select(*spec.key)
-            current = current.anti_join(keys, [current[k].identical_to(keys[k]) for k in spec.key])
+            current = current.anti_join(keys, _same_key(current, keys, spec.key))
         combined = current.union(new, distinct=False)
         eng.rewrite_sorted(spec.name, combined, spec.sort)
         return n
+
+
+def _same_key(a: ir.Table, b: ir.Table, key: Sequence[str]) -> list[ir.BooleanValue]:
+    """Join predicates: rows of ``a`` and ``b`` with the same key. Null-safe: an
+    optional key column (relationships.kind) may be empty."""
+    return [a[k].identical_to(b[k]) for k in key]
 
 
 def _repeated_keys(keys: ir.Table, key: list[str]) -> ir.Table:
