@@ -15,8 +15,6 @@ from hcpjourney import engine as engines
 from hcpjourney.config import Workspace
 from hcpjourney.errors import HcpjError
 from hcpjourney.ingest.loader import FileResult, Loader, Progress, Source, discover
-from hcpjourney.journey.stages import JourneySummary
-from hcpjourney.segment.build import SegmentSummary
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -25,6 +23,8 @@ if TYPE_CHECKING:
     from hcpjourney.identity.resolve import Decision, ResolveSummary, Thresholds
     from hcpjourney.identity.review import DecisionRecord, ReviewItem
     from hcpjourney.journey.model import JourneyMap
+    from hcpjourney.journey.stages import JourneySummary
+    from hcpjourney.segment.build import SegmentSummary
 
 INGEST_FORMATS = ("contract", "open-payments", "xes", "eventlog")
 
