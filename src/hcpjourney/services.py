@@ -206,9 +206,10 @@ EXPORT_KINDS = (
     "funnel", "stage_entries", "transitions", "variants", "attribution", "recommendations",
     "segments", "segment_assignments", "personas", "segment_grid", "hcp_potential",
 )
-# what `hcpj build` step writes each kind (for the error when it is missing)
-_BUILT_BY = {"stages": "a journey", "funnel": "a journey", "stage_entries": "a journey"}
-_NEEDS = {"recommendations": "run `hcpj recommend --as-of DATE` first"}
+# what makes a kind that is missing, when it is not a plain `hcpj build`
+_JOURNEY = "run `hcpj build --journey journey.yaml` to measure a journey"
+_MADE_BY = {"stages": _JOURNEY, "funnel": _JOURNEY, "stage_entries": _JOURNEY,
+            "recommendations": "run `hcpj recommend --as-of DATE` first"}
 _QUARANTINE_COLUMNS = ("file", "line", "column", "value", "reason", "table")
 
 
@@ -253,14 +254,7 @@ def export(
             expr = q.select(*_QUARANTINE_COLUMNS).order_by(["file", "line", "column"])
             return eng.export(expr, out)
         if not eng.has_table(kind):
-            if kind in _NEEDS:
-                raise HcpjError(f"no {kind} yet: {_NEEDS[kind]}")
-            if kind in _BUILT_BY:
-                raise HcpjError(
-                    f"no {kind} yet: run `hcpj build --journey journey.yaml` to measure "
-                    f"{_BUILT_BY[kind]}"
-                )
-            raise HcpjError(f"no {kind} yet: run `hcpj build` first")
+            raise HcpjError(f"no {kind} yet: {_MADE_BY.get(kind, 'run `hcpj build` first')}")
         t = eng.table(kind)
         order = {
             "identities": ["hcp_id", "record_id"],
