@@ -16,11 +16,13 @@ from typing import Any
 
 import duckdb
 import ibis
+import ibis.expr.operations as ops
 import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from ibis.backends.duckdb import Backend as IbisDuckDB
 
 from hcpjourney.errors import ConfigError, InputFileError
 
@@ -250,8 +252,8 @@ class DuckDBEngine:
         typed: Mapping[str, str] = {},
         on_progress: Progress | None = None,
     ) -> ir.Table:
-        """Load a CSV file that is expected to be clean into table ``name``, in one
-        parallel pass of DuckDB's own reader, sorted by ``order_by``.
+        """Load a CSV file that is expected to be clean into table ``name`` with DuckDB's
+        own parallel reader, sorted by ``order_by``.
 
         ``build`` gets the file as text columns plus ``_line`` and must return the
         rows to store plus a boolean ``_broken`` column. The reader itself types
@@ -286,9 +288,13 @@ class DuckDBEngine:
             f"null_padding=false{options})"
         )
         src = f"__csv_{name}"
-        # Records in file order (the reader preserves it), numbered as the staged path
-        # numbers them. _raw stays null: a cell that cleaning would change stops the
-        # load instead (the guard on the first column, which every load reads).
+        # Two phases, both on every core: the parallel reader writes the records to a
+        # temp table in file order (insertion order is preserved), where a record's
+        # rowid - the first rowid is its ordinal, numbered as the staged path numbers
+        # them. Numbering while reading (row_number() OVER (), or WITH ORDINALITY, which
+        # DuckDB plans the same way) would run the whole read on one thread. _raw stays
+        # null: a cell that cleaning would change stops the load instead (the guard on
+        # the first column, which every load reads).
         edges = " OR ".join(_edge_space(f'"{c}"') for c in header if c in set(clean))
         replace = {
             c: f'CAST("{c}" AS TIMESTAMP)' for c, t in types.items() if t == "TIMESTAMPTZ"
@@ -298,10 +304,27 @@ class DuckDBEngine:
             f"CASE WHEN {edges or 'false'} THEN error('{_NOT_CLEAN}') ELSE {first} END"
         )
         replaced = ", ".join(f'{expr} AS "{c}"' for c, expr in replace.items())
+        def phase(first: bool) -> Progress | None:  # reading is the first half of the bar
+            if on_progress is None:
+                return None
+            report = on_progress
+            return (lambda f: report(f / 2)) if first else (lambda f: report(0.5 + f / 2))
+
+        try:
+            with _progress(self._raw, phase(True)):
+                self._raw.execute(
+                    f'CREATE OR REPLACE TEMP TABLE "{src}_rows" AS SELECT * FROM {reader}'
+                )
+        except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+            raise NotClean(str(exc).splitlines()[0]) from None
+        first_id, last_id, n_rows = self._raw.execute(
+            f'SELECT min(rowid), max(rowid), count(*) FROM "{src}_rows"').fetchone() or (0, 0, 0)
+        if n_rows and last_id - first_id + 1 != n_rows:  # never seen; the staged path is safe
+            raise NotClean("rows were not stored contiguously")
         self._raw.execute(
             f'CREATE OR REPLACE TEMP VIEW "{src}" AS SELECT * REPLACE ({replaced}), '
-            f"CAST(row_number() OVER () + 1 AS BIGINT) AS {LINE}, CAST(NULL AS VARCHAR) AS {RAW} "
-            f"FROM {reader}"
+            f"CAST(rowid - {int(first_id or 0)} + 2 AS BIGINT) AS {LINE}, CAST(NULL AS VARCHAR) AS {RAW} "
+            f'FROM "{src}_rows"'
         )
         ibis_types = {"VARCHAR": "string", "DOUBLE": "float64", "TIMESTAMP": "timestamp",
                       "TIMESTAMPTZ": "timestamp"}
@@ -316,13 +339,14 @@ class DuckDBEngine:
             f'REPLACE ({guarded} AS "{guard}") FROM ({self._sql(rows)}) ORDER BY {order}'
         )
         try:
-            with _progress(self._raw, on_progress):
+            with _progress(self._raw, phase(False)):
                 self._raw.execute(sql)
         except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
             # What the file holds (a broken row, a parse or encoding error), not a bug.
             # The failed statement aborted the transaction: its rollback drops the view.
             raise NotClean(str(exc).splitlines()[0]) from None
         self._raw.execute(f'DROP VIEW "{src}"')
+        self._raw.execute(f'DROP TABLE "{src}_rows"')
         return self.table(name)
 
     def rename(self, name: str, new_name: str) -> None:
@@ -656,3 +680,39 @@ def _csv_problem(exc: Exception) -> str:
     if "UTF8" in msg or "utf-8" in msg.lower() or "utf8" in msg.lower():
         return "is not UTF-8 text; re-save it as UTF-8 (CSV UTF-8 in Excel)"
     return f"is not a readable CSV file ({msg})"
+
+
+# ------------------------------------------------------------- stored order
+def stored_order(table: ir.Table, column: str = "_row") -> ir.Table | None:
+    """``table`` with ``column`` added: each row's position in storage (0, 1, 2, ...),
+    or None when the engine cannot give it cheaply.
+
+    Why: a table written sorted (the warehouse ``events``: by hcp_id, ts, event_id)
+    keeps its order in storage, and analytics that need each case's order
+    (journey paths) can read it instead of sorting. An order-preserving window
+    (``row_number() OVER ()``) reads it too but on one thread; DuckDB's ``rowid``
+    pseudo-column (Ibis ``Table.rowid()``) is read by every thread of a parallel
+    scan. ``rowid`` is the position in storage of a table written in one
+    ``CREATE TABLE AS`` or appended to (what :meth:`DuckDBEngine.create` does),
+    and stays dense unless rows were deleted, which is checked here with one
+    metadata-cheap query (count = max(rowid) + 1): with gaps, positions within a
+    case could not be read as ``rowid - first rowid of the case``.
+
+    Only a stored DuckDB table itself qualifies (not a view, a filter, a join or
+    an in-memory table), and not one that has a column named ``rowid`` (which
+    would hide the pseudo-column) or ``column``.
+    """
+    op = table.op()
+    if not isinstance(op, ops.DatabaseTable) or not isinstance(op.source, IbisDuckDB):
+        return None
+    if "rowid" in table.columns or column in table.columns:
+        return None
+    try:
+        row = table.rowid()
+        shape = op.source.execute(table.aggregate(n=table.count(), top=row.max()))
+    except (duckdb.Error, ibis.common.exceptions.IbisError):
+        return None  # a view, or a table the engine cannot number
+    n, top = int(shape["n"].iloc[0]), shape["top"].iloc[0]
+    if n and (top is None or int(top) + 1 != n):
+        return None
+    return table.mutate(**{column: row})
