@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,33 +181,32 @@ class Loader:
 
     def load(self, src: Source, on_progress: Progress | None = None) -> FileResult:
         spec = schemas.BY_NAME[src.table]
-        result = FileResult(file=src.file, table=src.table)
-        digest = src.digest()
-        loads = self.engine.table(LOADS)
-        if self.engine.count(loads.filter((loads.sha256 == digest) & (loads.table == src.table))):
-            result.status = "already loaded"
-            return result
+        label = str(src.path) if src.path is not None else src.file
+        transform = self._transform(spec, label)
+        is_csv = src.path is not None and src.path.suffix.lower() == ".csv"
+        fast = src.path if self.optimistic and is_csv else None
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # The file's digest says whether it is already loaded. A path never loaded
+            # before is hashed while the one-pass load reads it (that load checks the
+            # digest before it commits); any other file is checked first.
+            pending = pool.submit(src.digest)
+            loads = self.engine.table(LOADS)
+            first = fast is None or bool(self.engine.count(
+                loads.filter((loads.path == label) & (loads.table == spec.name))
+            ))
+            if first and self._already_loaded(spec, pending.result()):
+                return FileResult(file=src.file, table=src.table, status="already loaded")
+            if fast is not None:
+                result = self._load_clean_csv(spec, src, fast, transform, pending.result,
+                                              on_progress)
+                if result is not None:
+                    return result
+            digest = pending.result()
+        if not first and self._already_loaded(spec, digest):
+            return FileResult(file=src.file, table=src.table, status="already loaded")
 
         stage = f"__stage_{spec.name}"
-        label = str(src.path) if src.path is not None else src.file
-
-        def transform(raw: ir.Table) -> ir.Table:
-            missing = validate.missing_required(spec, raw.columns)
-            if missing:
-                raise InputFileError(
-                    label,
-                    f"missing required column(s) {', '.join(missing)}; the header has "
-                    f"{', '.join(c for c in raw.columns if c != LINE) or 'no columns'}",
-                )
-            return validate.staged(raw, spec)
-
         load_id = uuid.uuid4().hex[:12]
-        if self.optimistic and src.path is not None and src.path.suffix.lower() == ".csv":
-            fast = self._load_clean_csv(spec, src, src.path, transform, load_id, digest,
-                                        on_progress)
-            if fast is not None:
-                return fast
-
         ragged: list[dict[str, Any]] = []
         clean = spec.names
         if src.data is not None:
@@ -227,6 +227,28 @@ class Loader:
         return result
 
     # ------------------------------------------------------------------------
+    @staticmethod
+    def _transform(spec: TableSpec, label: str) -> Callable[[ir.Table], ir.Table]:
+        """What staging does to a file's text columns: check the header, then type."""
+
+        def transform(raw: ir.Table) -> ir.Table:
+            missing = validate.missing_required(spec, raw.columns)
+            if missing:
+                raise InputFileError(
+                    label,
+                    f"missing required column(s) {', '.join(missing)}; the header has "
+                    f"{', '.join(c for c in raw.columns if c != LINE) or 'no columns'}",
+                )
+            return validate.staged(raw, spec)
+
+        return transform
+
+    def _already_loaded(self, spec: TableSpec, digest: str) -> bool:
+        loads = self.engine.table(LOADS)
+        return bool(self.engine.count(
+            loads.filter((loads.sha256 == digest) & (loads.table == spec.name))
+        ))
+
     def _rules(self) -> validate.Rules:
         return validate.Rules(
             now=self.now,
@@ -240,8 +262,7 @@ class Loader:
         src: Source,
         path: Path,
         transform: Callable[[ir.Table], ir.Table],
-        load_id: str,
-        digest: str,
+        digest: Callable[[], str],
         on_progress: Progress | None,
     ) -> FileResult | None:
         """The fast path for the common case, a file with nothing to quarantine or skip.
@@ -249,10 +270,12 @@ class Loader:
         One parallel pass reads, types and checks every row and writes them sorted;
         it gives up (returns None, leaving no trace) at the first broken row, a key
         the file repeats or the warehouse already holds, or anything the strict
-        reader cannot parse. The staged path then loads the file and accounts for
-        every row.
+        reader cannot parse; or when ``digest()`` (called once the rows are read)
+        is one of a file already loaded. The staged path then loads the file and
+        accounts for every row (or reports it already loaded).
         """
         eng = self.engine
+        load_id = uuid.uuid4().hex[:12]
         rules = self._rules()
 
         def build(raw: ir.Table) -> ir.Table:
@@ -269,6 +292,8 @@ class Loader:
                     clean=validate.edge_sensitive_columns(spec), typed=validate.reader_types(spec),
                     on_progress=on_progress,
                 )
+                if self._already_loaded(spec, digest()):
+                    raise NotClean("the file is already loaded")
                 if eng.count(_repeated_keys(new.select(*key), key)):
                     raise NotClean("a key repeats in the file")
                 rows = eng.count(new)
@@ -285,7 +310,7 @@ class Loader:
                     eng.drop(spec.name)
                     eng.rename(NEW_ROWS, spec.name)
                 result = FileResult(file=src.file, table=spec.name, rows=rows, loaded=rows)
-                self._record_load(spec, src, load_id, digest, result)
+                self._record_load(spec, src, load_id, digest(), result)
                 return result
         except NotClean:
             return None
