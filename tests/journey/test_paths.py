@@ -351,3 +351,104 @@ def test_build_transitions_needs_events(tmp_path: Path) -> None:
     ws = services.init_workspace(tmp_path / "empty")
     with services.warehouse(ws) as e, pytest.raises(HcpjError, match="run `hcpj build` first"):
         paths.build_transitions(e)
+
+
+# ------------------------------------------------- fast paths on stored tables
+SMALL = {
+    # ties on ts (broken by eid as text), single-event cases, a null activity
+    # (case d: its null event takes no part), activities holding ':'
+    "case": ["a", "a", "a", "a", "b", "b", "b", "c", "d", "d", "d", "e", "f", "f"],
+    "act": ["x", "y", "z", "x", "x", "y", "x", "z", "x", None, "y", "x:1", "x", "y"],
+    "ts": [datetime(2024, 1, 1, 0, 0, s) for s in (0, 10, 10, 11, 0, 5, 5, 0, 0, 1, 2, 0, 3, 3)],
+    "eid": ["e1", "e9", "e10", "e11", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e12", "e13", "e14"],
+}
+
+
+def _stored(tmp_path: Path, data: dict[str, list[Any]], name: str = "ev") -> engines.Engine:
+    """An engine with ``data`` stored sorted by (case, ts, eid), like the warehouse's events."""
+    e = engines.DuckDBEngine(tmp_path / "w.duckdb")
+    e.create(name, ibis.memtable(data), order_by=["case", "ts", "eid"])
+    return e
+
+
+def test_stored_order_is_the_position_in_storage(tmp_path: Path) -> None:
+    e = _stored(tmp_path, SMALL)
+    t = e.table("ev")
+    s = engines.stored_order(t, "_row")
+    assert s is not None
+    got = e.to_pyarrow(s.select("case", "eid", "_row")).to_pylist()
+    assert [r["_row"] for r in got] == list(range(len(SMALL["case"])))
+    # not for a filter, an in-memory table, or a table with deleted rows (gaps)
+    assert engines.stored_order(t.filter(t.case == "a")) is None
+    assert engines.stored_order(ibis.memtable(SMALL)) is None
+    e._raw.execute("DELETE FROM ev WHERE eid = 'e3'")
+    assert engines.stored_order(e.table("ev")) is None
+    e.close()
+
+
+@pytest.mark.parametrize("drop_null", [False, True])
+def test_presorted_fast_paths_equal_sorting_on_small_stored_table(tmp_path: Path, drop_null: bool) -> None:
+    data = SMALL
+    if drop_null:  # no null activity: fingerprints use the stored row order
+        keep = [i for i, a in enumerate(SMALL["act"]) if a is not None]
+        data = {k: [v[i] for i in keep] for k, v in SMALL.items()}
+    e = _stored(tmp_path, data)
+    t = e.table("ev")
+    kw = TINY_KW
+    for fn in (paths.transitions, paths.start_activities, paths.end_activities):
+        a = e.to_pyarrow(fn(t, presorted=True, **kw)).to_pylist()
+        b = e.to_pyarrow(fn(t, **kw)).to_pylist()
+        key = sorted(a, key=str)
+        assert key == sorted(b, key=str), fn.__name__
+    full = e.to_pyarrow(paths.variants(t, presorted=True, **kw)).to_pylist()
+    assert full == e.to_pyarrow(paths.variants(t, **kw)).to_pylist()
+    # a: x z y x (tie at 10s: e10 before e9); b: x y x; c/e single events; d: x y
+    want = {("x", "z", "y", "x"): 1, ("x", "y", "x"): 1, ("z",): 1, ("x", "y"): 2, ("x:1",): 1}
+    assert {tuple(r["variant"].split(" -> ")): r["count"] for r in full} == want
+    for top in (1, 2, 5):
+        assert e.to_pyarrow(paths.variants(t, top=top, presorted=True, **kw)).to_pylist() == full[:top]
+    arr = paths.variant_arrays(t, presorted=True, **kw).to_pylist()
+    assert {tuple(r["variant"]): r["count"] for r in arr} == want
+    assert [r["count"] for r in arr] == sorted((r["count"] for r in arr), reverse=True)
+    assert sum(r["share"] for r in arr) == pytest.approx(1.0)
+    for after in (True, False):
+        fn = paths.steps_after if after else paths.steps_before
+        for occ in OCCURRENCES:
+            a = e.to_pyarrow(fn(t, "x", 2, occurrence=occ, presorted=True, **kw)).to_pylist()
+            assert a == e.to_pyarrow(fn(t, "x", 2, occurrence=occ, **kw)).to_pylist()
+    e.close()
+
+
+OCCURRENCES = paths.OCCURRENCES
+
+
+def test_variant_arrays_equal_variants_on_world(eng: engines.Engine) -> None:
+    ev = eng.table("events")
+    exact = eng.to_pyarrow(paths.variants(ev, as_list=True, presorted=True)).to_pylist()
+    fast = paths.variant_arrays(ev, presorted=True)
+    assert pa_type_is_dictionary_list(fast)
+    got = {tuple(r["variant"]): (r["count"], r["n_events"]) for r in fast.to_pylist()}
+    assert got == {tuple(r["variant"]): (r["count"], r["n_events"]) for r in exact}
+    # the fingerprints' groups equal the exact (sequence) groups
+    assert len(got) == len(exact)
+
+
+def pa_type_is_dictionary_list(table: Any) -> bool:
+    import pyarrow as pa
+
+    typ = table.schema.field("variant").type
+    return pa.types.is_list(typ) and pa.types.is_dictionary(typ.value_type)
+
+
+def test_steps_anchor_over_columns_holding_the_separator() -> None:
+    t = ibis.memtable({
+        "case": ["1", "1", "1", "2", "2"],
+        "a": ["x:y", "x", "q", "x:y", "x"],
+        "b": ["z", "y:z", "r", "z", "w"],
+        "ts": [datetime(2024, 1, 1, 0, 0, i) for i in range(5)],
+        "eid": [f"e{i}" for i in range(5)],
+    })
+    kw: dict[str, Any] = {"case": "case", "activity": ["a", "b"], "ts": "ts", "tiebreak": "eid"}
+    # "x:y:z" is both (x:y, z) and (x, y:z): every occurrence is an anchor
+    got = paths.steps_after(t, "x:y:z", 1, **kw).to_pyarrow().to_pylist()
+    assert {(r["activity"], r["count"]) for r in got} == {("x:y:z", 1), ("q:r", 1), ("x:w", 1)}

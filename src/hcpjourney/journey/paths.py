@@ -24,8 +24,12 @@ a table stored sorted by (case, ts, tiebreak) on an engine whose scans keep the
 stored order, as DuckDB does for the warehouse ``events`` table (or a filter or
 projection of it; not a join): each case's order is then read from storage with
 order-preserving windows (``OVER ()``) instead of a sort. Results are identical;
-the tests check both ways. Variants use two engine functions by name through
-Ibis builtins, ``hash`` (64-bit, DuckDB) and ``chr``.
+the tests check both ways. Where the engine gives a stored table's row order
+(:func:`hcpjourney.engine.stored_order`), fingerprints and variants read it in
+parallel instead. Activities are grouped and windowed by a 64-bit key (see
+:func:`_activity_key`) and spelled out once per result row. Engine functions
+used by name through Ibis builtins: ``hash`` (64-bit, DuckDB), ``epoch_us`` and
+``chr``.
 
 The results are lazy Ibis tables (nothing runs until they are executed or
 written), except where noted. Definitions:
@@ -48,14 +52,16 @@ written), except where noted. Definitions:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import ibis
 import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
+import pyarrow as pa
 
-from hcpjourney.engine import Engine
+from hcpjourney.engine import Engine, stored_order
 from hcpjourney.errors import HcpjError
 
 START = "__start__"
@@ -160,6 +166,97 @@ def _seconds(later: ir.TimestampValue, earlier: ir.TimestampValue) -> ir.Floatin
     return later.delta(earlier, unit="microsecond").cast("float64") / 1e6
 
 
+@ibis.udf.scalar.builtin(name="hash")
+def _hash_text(value: str) -> dt.UInt64:
+    """The engine's 64-bit hash (DuckDB ``hash``), kept unsigned: Ibis's own ``hash()``
+    casts it to int64 through a bit string, which costs more than the hash."""
+
+
+@ibis.udf.scalar.builtin(name="hash")
+def _hash_two(a: str, b: str) -> dt.UInt64:
+    """The engine's 64-bit hash of two values (DuckDB ``hash(a, b)``)."""
+
+
+@ibis.udf.scalar.builtin(name="hash")
+def _hash_after(key: dt.UInt64, value: str) -> dt.UInt64:
+    """The engine's 64-bit hash of a key and one more value."""
+
+
+@ibis.udf.scalar.builtin(name="hash")
+def _hash_number(value: dt.UInt64) -> dt.UInt64:
+    """The engine's 64-bit hash of an unsigned 64-bit integer."""
+
+
+@ibis.udf.scalar.builtin(name="epoch_us")
+def _epoch_us(value: dt.timestamp) -> dt.Int64:
+    """Microseconds since the epoch (DuckDB ``epoch_us``)."""
+
+
+_ROW = "_row"  # a row's position in storage (engine.stored_order)
+_KEY = "_k"  # an activity's 64-bit key (hash of its column values)
+
+
+def _activity_key(parts: Sequence[ir.StringValue]) -> ir.Value:
+    """A 64-bit key per activity: the engine's hash of its column value(s).
+
+    Why: windows and groupings over a 64-bit integer cost a fraction of those
+    over text (at 10M events, a directly-follows count over two text columns
+    took 3-4 times as long), and no ``channel || ':' || action`` is built per
+    event; activities are spelled out once per result row from the key's
+    column values (``arbitrary``). Two different activities share a key only by
+    a 64-bit hash collision (about n**2 / 2**65 for n distinct activities:
+    below 1e-13 for a thousand); the tests compare every result with exact
+    text-based references.
+    """
+    if len(parts) == 1:
+        return _hash_text(parts[0])
+    key = _hash_two(parts[0], parts[1])
+    for p in parts[2:]:
+        key = _hash_after(key, p)
+    return key
+
+
+def keyed_events(
+    events: ir.Table,
+    *,
+    case: str = "hcp_id",
+    activity: Activity = None,
+    ts: str = "ts",
+    tiebreak: str | None = "event_id",
+    keep: Sequence[str] = (),
+) -> tuple[ir.Table, list[str]]:
+    """``_case, _ts, _tb, _k, _a0..`` (+ ``keep``) of the events that take part, and the
+    names of the activity part columns ``_a0..`` (text)."""
+    cols = activity_columns(events, activity)
+    _require(events, [case, ts, *([tiebreak] if tiebreak else [])])
+    acts = [f"_a{i}" for i in range(len(cols))]
+    t = events.select(
+        **{_CASE: events[case], _TS: events[ts], _TB: events[tiebreak] if tiebreak else ibis.literal(0)},
+        **{a: events[c].cast("string") for a, c in zip(acts, cols, strict=True)},
+        **{k: events[k] for k in keep},
+    )
+    t = t.filter(t[_CASE].notnull(), t[_TS].notnull(), *(t[a].notnull() for a in acts))
+    return t.mutate(**{_KEY: _activity_key([t[a] for a in acts])}), acts
+
+
+def activity_names(
+    events: ir.Table, *, activity: Activity = None, case: str = "hcp_id", ts: str = "ts"
+) -> ir.Table:
+    """``_k, _name``: every activity's key and text, from its own scan of ``events``.
+
+    Built from ``events`` rather than from a table a presorted window reads, so
+    that no relation is shared between the two: a shared relation becomes a
+    common table expression, which DuckDB may materialise without keeping the
+    stored order an ``OVER ()`` window relies on.
+    """
+    cols = activity_columns(events, activity)
+    t = events.filter(events[case].notnull(), events[ts].notnull(), *(events[c].notnull() for c in cols))
+    t = t.select(**{f"_a{i}": t[c].cast("string") for i, c in enumerate(cols)})
+    t = t.mutate(**{_KEY: _activity_key([t[f"_a{i}"] for i in range(len(cols))])})
+    g = t.group_by(_KEY).aggregate(**{f"_a{i}": t[f"_a{i}"].arbitrary() for i in range(len(cols))})
+    return g.select(_KEY, _name=_join_activity([g[f"_a{i}"] for i in range(len(cols))]))
+
+
 # ----------------------------------------------------------------- transitions
 def transitions(
     events: ir.Table,
@@ -192,27 +289,27 @@ def transitions(
     ``__start__``); the ``-> __end__`` counts follow from the aggregated edges
     (events of an activity minus those followed by another event).
     """
-    cols = activity_columns(events, activity)
-    _require(events, [case, ts, *([tiebreak] if tiebreak else [])])
-    acts = [f"_a{i}" for i in range(len(cols))]
-    prev = [f"_p{i}" for i in range(len(cols))]
-    t = events.select(
-        **{_CASE: events[case], _TS: events[ts], _TB: events[tiebreak] if tiebreak else ibis.literal(0)},
-        **{a: events[c].cast("string") for a, c in zip(acts, cols, strict=True)},
+    t, acts = keyed_events(events, case=case, activity=activity, ts=ts, tiebreak=tiebreak)
+    # grouping by the activities' 64-bit keys and spelling them out after
+    # aggregation saves a string concatenation and text hashing per event
+    if medians:  # gaps in whole microseconds: exact, and cheaper than timestamp arithmetic
+        t = t.mutate(_us=_epoch_us(t[_TS]))
+        gap = {"_pus": _neighbour(t, "_us", -1, presorted=presorted)}
+    else:
+        gap = {}
+    e = t.mutate(**gap, _pk=_neighbour(t, _KEY, -1, presorted=presorted))
+    median = (e._us - e._pus).median() / 1e6 if medians else ibis.null("float64")
+    g = e.group_by(["_pk", _KEY]).aggregate(
+        count=e.count(), median_seconds=median, **{a: e[a].arbitrary() for a in acts}
     )
-    t = t.filter(t[_CASE].notnull(), t[_TS].notnull(), *(t[a].notnull() for a in acts))
-    # grouping by the raw columns and joining them after aggregation saves a
-    # string concatenation per event
-    gap = {"_pts": _neighbour(t, _TS, -1, presorted=presorted)} if medians else {}
-    e = t.mutate(
-        **gap,
-        **{p: _neighbour(t, a, -1, presorted=presorted) for p, a in zip(prev, acts, strict=True)},
-    )
-    median = _seconds(e[_TS], e._pts).median() if medians else ibis.null("float64")
-    into = e.group_by([*prev, *acts]).aggregate(count=e.count(), median_seconds=median)
+    g = g.mutate(to_activity=_join_activity([g[a] for a in acts]))
+    # every activity closes at least one edge (from its predecessor or __start__),
+    # so the edges' targets name every key
+    names = g.group_by(_nk=g[_KEY]).aggregate(_from=g.to_activity.arbitrary())
+    into = g.left_join(names, g._pk == names._nk)
     into = into.select(
-        from_activity=ibis.ifelse(into[prev[0]].isnull(), START, _join_activity([into[p] for p in prev])),
-        to_activity=_join_activity([into[a] for a in acts]),
+        from_activity=ibis.ifelse(into._pk.isnull(), START, into._from),
+        to_activity=into.to_activity,
         count=into["count"],
         median_seconds=into.median_seconds,
     )
@@ -260,7 +357,7 @@ def _boundary(
     events: ir.Table, case: str, activity: Activity, ts: str, tiebreak: str | None, presorted: bool,
     *, last: bool,
 ) -> ir.Table:
-    e = ordered_events(events, case=case, activity=activity, ts=ts, tiebreak=tiebreak)
+    e, acts = keyed_events(events, case=case, activity=activity, ts=ts, tiebreak=tiebreak)
     if presorted:
         w = ibis.window()
         e = e.mutate(_other=(e[_CASE].lead() if last else e[_CASE].lag()).over(w))
@@ -268,7 +365,8 @@ def _boundary(
     else:
         e = e.mutate(_n=ibis.row_number().over(_window(e, descending=last)))
         e = e.filter(e._n == 0)
-    return e.group_by(activity=e[_ACT]).aggregate(count=e.count())
+    g = e.group_by(e[_KEY]).aggregate(count=e.count(), **{a: e[a].arbitrary() for a in acts})
+    return g.select(activity=_join_activity([g[a] for a in acts]), count=g["count"])
 
 
 # -------------------------------------------------------------------- variants
@@ -296,17 +394,6 @@ def case_sequences(
     )
 
 
-@ibis.udf.scalar.builtin(name="hash")
-def _hash_text(value: str) -> dt.UInt64:
-    """The engine's 64-bit hash (DuckDB ``hash``), kept unsigned: Ibis's own ``hash()``
-    casts it to int64 through a bit string, which costs more than the hash."""
-
-
-@ibis.udf.scalar.builtin(name="hash")
-def _hash_number(value: dt.UInt64) -> dt.UInt64:
-    """The engine's 64-bit hash of an unsigned 64-bit integer."""
-
-
 def case_fingerprints(
     events: ir.Table,
     *,
@@ -318,24 +405,71 @@ def case_fingerprints(
 ) -> ir.Table:
     """case, fp1, fp2, n_events: a 128-bit fingerprint of each case's activity sequence.
 
-    Each event hashes (activity, position in its case) twice, mixing the position
-    into the activity's hash before a second hash; a case's fingerprints are the
+    Each event hashes (activity key, position in its case) twice, mixing the
+    position into the activity's 64-bit key before a second hash; a case's fingerprints are the
     XOR of its events' hashes. Two different sequences of the same length share
     both only by chance (about 2**-128 per pair).
     """
-    e = ordered_events(events, case=case, activity=activity, ts=ts, tiebreak=tiebreak)
+    stored = _stored_dense(events, case, activity, ts) if presorted else None
+    if stored is not None:
+        return _fingerprints(stored, case=case, activity=activity, ts=ts, tiebreak=tiebreak)
+    kw: dict[str, Any] = {"case": case, "activity": activity, "ts": ts, "tiebreak": tiebreak}
     if presorted:
+        e, _ = keyed_events(events, **kw)
         w = ibis.window()
         e = e.mutate(_rn=ibis.row_number().over(w), _other=e[_CASE].lag().over(w))
         start = e._other.isnull() | (e._other != e[_CASE])
         e = e.mutate(_start=ibis.ifelse(start, e._rn, ibis.null("int64")))
         e = e.mutate(_pos=e._rn - e._start.max().over(ibis.window(rows=(None, 0))))
     else:
+        e, _ = keyed_events(events, **kw)
         e = e.mutate(_pos=ibis.row_number().over(_window(e)))
-    h = _hash_text(e[_ACT])
+    return _fold(e)
+
+
+def _stored_dense(events: ir.Table, case: str, activity: Activity, ts: str) -> ir.Table | None:
+    """``events`` with its stored row order (``_row``) when every row takes part (no
+    null case, activity or ts: checked now, one scan), else None.
+
+    Why: a case's positions are read as stored row - its first stored row, which
+    counts a left-out row as a position; the fingerprint of a case with gaps
+    would differ from that of the same sequence without them.
+    """
+    stored = stored_order(events, _ROW)
+    if stored is None:
+        return None
+    cols = activity_columns(events, activity)
+    missing = ibis.or_(events[case].isnull(), events[ts].isnull(), *(events[c].isnull() for c in cols))
+    return stored if int(events.filter(missing).count().execute()) == 0 else None
+
+
+def _fingerprints(
+    stored: ir.Table, *, case: str, activity: Activity, ts: str, tiebreak: str | None, first: bool = False
+) -> ir.Table:
+    """case_fingerprints from a table with its stored row order (``_row``): positions
+    = stored row - the case's first stored row, a parallel aggregation and join
+    instead of windows over the stored order. ``first``: also ``_first``, the
+    case's first stored row."""
+    e, _ = keyed_events(stored, case=case, activity=activity, ts=ts, tiebreak=tiebreak, keep=[_ROW])
+    # the first rows from a relation of their own (every row takes part, see
+    # _stored_dense): a relation read twice would become a common table
+    # expression, which DuckDB materialises whole before the join
+    other = stored.rename(_fr=_ROW)
+    firsts = other.group_by(_fc=other[case]).aggregate(_first=other._fr.min())
+    e = e.inner_join(firsts, e[_CASE] == firsts._fc)
+    e = e.mutate(_pos=e[_ROW] - e._first)
+    return _fold(e, first=first)
+
+
+def _fold(e: ir.Table, *, first: bool = False) -> ir.Table:
+    """Each case's fingerprints from its events' keys and positions (``_k``, ``_pos``)."""
+    h = e[_KEY]
     k1 = _hash_number(h ^ e._pos.cast("uint64"))
     k2 = _hash_number(h ^ (e._pos * 2654435761 + 97531).cast("uint64"))
-    return e.group_by(case=e[_CASE]).aggregate(fp1=k1.bit_xor(), fp2=k2.bit_xor(), n_events=e.count())
+    extra = {"_first": e._first.min()} if first else {}
+    return e.group_by(case=e[_CASE]).aggregate(
+        fp1=k1.bit_xor(), fp2=k2.bit_xor(), n_events=e.count(), **extra
+    )
 
 
 def variants(
@@ -388,6 +522,66 @@ def variants(
     return v.select(variant=variant, n_events=v.n_events, count=v["count"], share=v.share)
 
 
+def variant_arrays(
+    events: ir.Table,
+    *,
+    case: str = "hcp_id",
+    activity: Activity = None,
+    ts: str = "ts",
+    tiebreak: str | None = "event_id",
+    presorted: bool = False,
+) -> pa.Table:
+    """Every variant, computed now, as an Arrow table: variant (a list of
+    dictionary-encoded activities), n_events, count, share.
+
+    The fast way to get all the variants of a large log, when nearly every case
+    is its own variant and the output is as large as the input: cases are
+    grouped by their 128-bit fingerprint (:func:`case_fingerprints`) in the
+    engine, and each variant's sequence is then cut out of one column of
+    activity codes read in stored order (the variant's first case is a range of
+    stored rows), without building a list or a string per case in the engine.
+    Needs ``presorted`` events on an engine that gives the stored row order
+    (:func:`hcpjourney.engine.stored_order`: the warehouse ``events``
+    table); otherwise it returns :func:`variants` (``as_list=True``) run now.
+
+    Same variants and counts as :func:`variants`; most frequent first, but ties
+    in count are ordered by their first case in stored order (in the CONTRACT
+    order, the first case id), not by the variant's text.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    kw: dict[str, Any] = {"case": case, "activity": activity, "ts": ts, "tiebreak": tiebreak}
+    stored = _stored_dense(events, case, activity, ts) if presorted else None
+    if stored is None:
+        return variants(events, as_list=True, presorted=presorted, **kw).to_pyarrow()
+    fp = _fingerprints(stored, **kw, first=True)
+    g = fp.group_by("fp1", "fp2", "n_events").aggregate(count=fp.count(), _start=fp._first.min())
+    groups = g.order_by([ibis.desc("count"), "_start"]).to_pyarrow()
+    names = activity_names(events, activity=activity, case=case, ts=ts).to_pyarrow()
+    # every stored row's activity key (null where the event takes no part), in
+    # stored order: row r of the column is stored row r
+    cols = activity_columns(events, activity)
+    ok = ibis.and_(events[case].notnull(), events[ts].notnull(), *(events[c].notnull() for c in cols))
+    key = _activity_key([events[c].cast("string") for c in cols])
+    keys = events.select(_k=ibis.ifelse(ok, key, ibis.null("uint64"))).to_pyarrow().column(0)
+    codes = pc.index_in(keys, value_set=names.column(_KEY)).combine_chunks()
+    n = groups.column("n_events").to_numpy()
+    start = groups.column("_start").to_numpy()
+    offsets = np.zeros(len(n) + 1, dtype=np.int64)
+    np.cumsum(n, out=offsets[1:])
+    rows = np.repeat(start - offsets[:-1], n) + np.arange(offsets[-1], dtype=np.int64)
+    acts = pa.DictionaryArray.from_arrays(codes.take(pa.array(rows)), names.column("_name").combine_chunks())
+    counts = groups.column("count")
+    total = pc.sum(counts).as_py() or 1
+    return pa.table({
+        "variant": pa.ListArray.from_arrays(pa.array(offsets), acts),
+        "n_events": groups.column("n_events"),
+        "count": counts,
+        "share": pc.divide(pc.cast(counts, pa.float64()), float(total)),
+    })
+
+
 @ibis.udf.scalar.builtin(name="chr")
 def _chr(code: int) -> str:  # type: ignore[empty-body]
     """The character of a Unicode code point (DuckDB ``chr``)."""
@@ -410,14 +604,19 @@ def _coded_variants(
     each case's list is sorted afterwards, which is cheaper than an ordered
     aggregate.
     """
-    base = ordered_events(events, case=case, activity=activity, ts=ts, tiebreak=tiebreak)
-    d = base.select(_act=base[_ACT]).distinct()
-    d = d.mutate(_idx=ibis.row_number().over(ibis.window(order_by=d[_ACT])))
-    e = ordered_events(events, case=case, activity=activity, ts=ts, tiebreak=tiebreak)
-    # an order key per event: the stored row number, or the position in the case
-    w = ibis.window() if presorted else _window(e)
-    e = e.mutate(_rn=ibis.row_number().over(w))
-    j = e.inner_join(d, _ACT)
+    kw: dict[str, Any] = {"case": case, "activity": activity, "ts": ts, "tiebreak": tiebreak}
+    d = activity_names(events, activity=activity, case=case, ts=ts)
+    d = d.mutate(_idx=ibis.row_number().over(ibis.window(order_by=d._name)))
+    # an order key per event: the stored row (read in parallel), the stored row
+    # number (an order-preserving window), or the position in the case (a sort)
+    stored = stored_order(events, _ROW) if presorted else None
+    if stored is not None:
+        e, _ = keyed_events(stored, keep=[_ROW], **kw)
+        e = e.mutate(_rn=e[_ROW])
+    else:
+        e, _ = keyed_events(events, **kw)
+        e = e.mutate(_rn=ibis.row_number().over(ibis.window() if presorted else _window(e)))
+    j = e.inner_join(d, _KEY)
     # (order, code) packed in one integer and collected unordered, then each
     # case's small list is sorted: cheaper than an ordered aggregate
     packed = j._rn * _PACK + j._idx
@@ -427,7 +626,7 @@ def _coded_variants(
     )
     v = per_case.group_by("_key", "n_events").aggregate(count=per_case.count())
     v = v.mutate(share=v["count"].cast("float64") / v["count"].sum().over(ibis.window()))
-    codes = d.aggregate(_acts=d[_ACT].collect(order_by=d._idx))
+    codes = d.aggregate(_acts=d._name.collect(order_by=d._idx))
     vm = v.cross_join(codes)
     return vm.select(
         activities=vm._key.split("").map(lambda c: vm._acts[c.ascii_str() - _CODE_BASE]),
@@ -499,36 +698,55 @@ def _steps(
         raise HcpjError(f"n must be at least 1, not {n}")
     if occurrence not in OCCURRENCES:
         raise HcpjError(f"occurrence must be one of {', '.join(OCCURRENCES)}, not '{occurrence}'")
-    e = ordered_events(events, case=case, activity=activity, ts=ts, tiebreak=tiebreak)
+    e, acts = keyed_events(events, case=case, activity=activity, ts=ts, tiebreak=tiebreak)
     cols: dict[str, ir.Value] = {}
     for k in range(1, n + 1):
-        cols[f"_s{k}"] = _neighbour(e, _ACT, k if after else -k, presorted=presorted)
+        cols[f"_s{k}"] = _neighbour(e, _KEY, k if after else -k, presorted=presorted)
     cols["_pos"] = ibis.row_number().over(ibis.window() if presorted else _window(e))
     e = e.mutate(**cols)
-    a = e.filter(e[_ACT] == anchor)
+    a = e.filter(_is_activity(e, acts, anchor))
     if occurrence != "every":
         first = occurrence == "first"
         pick = a.group_by(_CASE).aggregate(_k=a._pos.min() if first else a._pos.max())
         a = a.semi_join(pick, [a[_CASE] == pick[_CASE], a._pos == pick._k])
-    # one aggregation over the anchors, by the n following activities; the steps
-    # are then read off that (small) table
+    # one aggregation over the anchors, by the keys of the n following
+    # activities; the steps are then read off that (small) table and named
     steps_cols = [f"_s{k}" for k in range(1, n + 1)]
     combos = a.group_by(steps_cols).aggregate(_n=a.count())
-    boundary = END if after else START
     parts = []
     for k in range(1, n + 1):
-        here = combos[f"_s{k}"]
         reached = ibis.literal(True) if k == 1 else combos[f"_s{k - 1}"].notnull()
         parts.append(
             combos.filter(reached).select(
-                step=ibis.literal(k, "int64"), activity=ibis.coalesce(here, boundary), _n=combos._n
+                step=ibis.literal(k, "int64"), _key=combos[f"_s{k}"], _n=combos._n
             )
         )
     steps = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    out = steps.group_by("step", "activity").aggregate(count=steps._n.sum())
+    out = steps.group_by("step", "_key").aggregate(count=steps._n.sum())
+    names = activity_names(events, activity=activity, case=case, ts=ts)
+    out = out.left_join(names, out._key == names[_KEY])
+    boundary = END if after else START
+    out = out.select(
+        "step", activity=ibis.ifelse(out._key.isnull(), boundary, out._name), count=out["count"]
+    )
     anchors = combos._n.sum().as_scalar()
     out = out.mutate(share=out["count"].cast("float64") / anchors.cast("float64"))
     return out.order_by(["step", ibis.desc("count"), "activity"])
+
+
+def _is_activity(t: ir.Table, acts: Sequence[str], text: str) -> ir.BooleanValue:
+    """The activity of each row equals ``text``, compared part by part (no joined text
+    is built per event): ``text`` split at ``':'`` into as many parts as there are
+    activity columns, in every way it can be (a part may hold ``':'`` itself)."""
+    if len(acts) == 1:
+        return t[acts[0]] == text
+    pieces = text.split(ACTIVITY_SEPARATOR)
+    conds = []
+    for cut in itertools.combinations(range(1, len(pieces)), len(acts) - 1):
+        bounds = (0, *cut, len(pieces))
+        values = [ACTIVITY_SEPARATOR.join(pieces[bounds[i]:bounds[i + 1]]) for i in range(len(acts))]
+        conds.append(ibis.and_(*(t[a] == v for a, v in zip(acts, values, strict=True))))
+    return ibis.or_(*conds) if conds else ibis.literal(False)
 
 
 # ----------------------------------------------------------------- Sankey flows
