@@ -99,8 +99,9 @@ def test_awkward_but_clean_csv_loads_in_one_pass(factory, staged_calls) -> None:
         ({"owner_id": " rep9 "}, "a cell that cleaning trims"),
         ({"topic": "\u00a0"}, "a cell of Unicode whitespace only"),
         ({"event_id": "e001"}, "a key the file repeats"),
+        ({"channel": "Email"}, "an enumerated value the staged path lower-cases"),
     ],
-    ids=["broken", "trim", "nbsp", "repeat"],
+    ids=["broken", "trim", "nbsp", "repeat", "case"],
 )
 def test_files_needing_the_staged_path_fall_back(factory, staged_calls, change, why) -> None:
     drop = factory.drop("fallback")

@@ -197,8 +197,10 @@ class Loader:
             if first and self._already_loaded(spec, pending.result()):
                 return FileResult(file=src.file, table=src.table, status="already loaded")
             if fast is not None:
-                result = self._load_clean_csv(spec, src, fast, transform, pending.result,
-                                              on_progress)
+                result = self._load_clean_csv(
+                    spec, src, fast, self._transform(spec, label, as_sent=True), pending.result,
+                    on_progress,
+                )
                 if result is not None:
                     return result
             digest = pending.result()
@@ -228,8 +230,11 @@ class Loader:
 
     # ------------------------------------------------------------------------
     @staticmethod
-    def _transform(spec: TableSpec, label: str) -> Callable[[ir.Table], ir.Table]:
-        """What staging does to a file's text columns: check the header, then type."""
+    def _transform(
+        spec: TableSpec, label: str, *, as_sent: bool = False
+    ) -> Callable[[ir.Table], ir.Table]:
+        """What staging does to a file's text columns: check the header, then type
+        (``as_sent``: see ``validate.staged``)."""
 
         def transform(raw: ir.Table) -> ir.Table:
             missing = validate.missing_required(spec, raw.columns)
@@ -239,7 +244,7 @@ class Loader:
                     f"missing required column(s) {', '.join(missing)}; the header has "
                     f"{', '.join(c for c in raw.columns if c != LINE) or 'no columns'}",
                 )
-            return validate.staged(raw, spec)
+            return validate.staged(raw, spec, as_sent=as_sent)
 
         return transform
 
