@@ -394,20 +394,27 @@ def test_single_hcp_decisions_match_the_batch(fitted: Any, run: dict[str, Any]) 
 
 # ------------------------------------------------------------------ off-policy, on the history
 def test_evaluate_history(world: World) -> None:
+    """The logged reward is engagement. The default NBA values engagement plus the
+    stage progress it brings (nba/ranking.py), so it may trade some engagement for
+    progress; valuing engagement alone, it must engage far more than a uniform pick."""
     from hcpjourney.nba.evaluate import evaluate_history, history_logs
+    from hcpjourney.nba.settings import DEFAULT_STAGE_VALUES
 
+    engagement_only = {"stage_values": {k: 0.0 for k in DEFAULT_STAGE_VALUES}}
     eng = world.engine()
     try:
         logs, _f, _h = history_logs(eng, {}, AS_OF, holdout_days=28)
         res = evaluate_history(eng, {}, AS_OF)
-        logged, nba, uni = res["logged"], res["nba"], res["uniform"]
+        logged, nba = res["logged"], res["nba"]
+        eng_res = evaluate_history(eng, engagement_only, AS_OF, policies=("nba", "uniform"))
     finally:
         eng.close()
     rewards = logs.column("reward").to_pylist()
     assert logged.estimates["ipw"].value == pytest.approx(sum(rewards) / len(rewards))
     assert set(nba.estimates) == {"ipw", "snipw", "dr"}
-    # the NBA's channels engage far more than a uniform pick of channel
-    assert nba.estimates["dr"].lo > uni.estimates["dr"].hi
+    # valuing engagement alone, the NBA's channels engage far more than a uniform pick
+    assert eng_res["nba"].estimates["dr"].lo > eng_res["uniform"].estimates["dr"].hi
+    assert eng_res["nba"].estimates["dr"].value > nba.estimates["dr"].value
     assert nba.estimates["snipw"].value > logged.estimates["snipw"].value
     print({k: {e: round(v.value, 3) for e, v in r.estimates.items()} for k, r in res.items()})
 

@@ -129,5 +129,6 @@ def segmented(sim_world: World, tmp_path_factory: pytest.TempPathFactory) -> tup
     w = sim_world.copy(tmp_path_factory.mktemp("segmented") / "ws")
     with w.engine() as eng:
         write_stage_entries(eng)
-        summary = build_segments(eng, n_segments=5, random_state=0, product="cardiozen")
+        summary = build_segments(eng, n_segments=5, random_state=0, product="cardiozen",
+                                 previous=False)
     return w, summary

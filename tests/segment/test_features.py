@@ -118,7 +118,8 @@ def test_local_hours_days_content_topics_match_reference(built: tuple[World, dic
             local = r["ts"] + timedelta(hours=STATE_UTC_OFFSET.get(state[r["hcp_id"]], fallback))
             c[f"cnt_hour__h{local.hour:02d}"] += 1
             c["cnt_day__weekend" if local.weekday() >= 5 else "cnt_day__weekday"] += 1
-        if _engaged(r) and r["content_id"] in content:
+        # content affinities count the content the HCP chose (inbound), not what was sent
+        if r["direction"] == "inbound" and r["content_id"] in content:
             for attr, vals in vocab.items():
                 v = content[r["content_id"]][attr]
                 if v in vals:

@@ -70,17 +70,19 @@ def test_segments_table_follows_the_contract(five: tuple[World, Any, dict[str, A
 def test_recovers_the_hidden_segments(five: tuple[World, Any, dict[str, Any]]) -> None:
     """Most likely segment vs the simulator's true (primary) segment.
 
-    The issue's target is ARI >= 0.8. The simulated signal does not allow it: even a
-    supervised classifier on the simulator's *true* channel preferences reaches about
-    0.78 (see bench/README.md); we check a floor well above chance and that the model
-    beats a Gaussian mixture on the standardised features (the peer, next test).
+    The issue's target is ARI >= 0.8; on this world we get 0.62, while a supervised
+    classifier (logistic regression, 5-fold) on the same features reaches 0.73: the
+    observed data of about 115 events per HCP, 15% of them blends of two segments,
+    do not carry more (see bench/README.md). We check a floor well above the former
+    0.15 and that the model beats a Gaussian mixture on the standardised features
+    (the peer, next test).
     """
     _, _, d = five
     hcps = sorted(d["assign"])
     y = [d["truth"][h].segment for h in hcps]
     pred = [d["assign"][h]["segment"] for h in hcps]
     ours = adjusted_rand_score(y, pred)
-    assert ours >= 0.12  # 0.153 on this world (chance: 0)
+    assert ours >= 0.45  # 0.623 on this world (chance: 0)
     # every true segment has a segment where it is over-represented
     cross = Counter(zip(y, pred, strict=True))
     for s in set(y):
@@ -105,7 +107,7 @@ def test_beats_gaussian_mixture_peer(five: tuple[World, Any, dict[str, Any]]) ->
         peer = [adjusted_rand_score(y, GaussianMixture(5, random_state=s).fit(mm.X).predict(mm.X))
                 for s in range(3)]
     ours = adjusted_rand_score(y, [d["assign"][h]["segment"] for h in ids])
-    assert ours > np.mean(peer) + 0.03  # 0.153 vs 0.141, 0.085, 0.078 on this world
+    assert ours > np.mean(peer) + 0.2  # 0.623 vs 0.188, 0.207, 0.143 on this world
 
 
 def test_mixtures_get_split_probabilities(five: tuple[World, Any, dict[str, Any]]) -> None:
@@ -141,19 +143,25 @@ def test_rebuild_keeps_labels(five: tuple[World, Any, dict[str, Any]], tmp_path:
     again = _read(w2)
     assert again["segments"] == d["segments"]  # same data, same model: identical
 
-    # slightly changed data (5% of events gone) and another random start: the fitted
-    # segments come out in another order, and matching restores the old labels
+    # slightly changed data (5% of events gone), another random start, and previous
+    # labels that are not in size order (renamed S1 -> S2 -> ... -> S5 -> S1): the
+    # fitted segments come out numbered by size, and matching restores the old labels
+    perm = {"S1": "S2", "S2": "S3", "S3": "S4", "S4": "S5", "S5": "S1"}
+    renamed = {h: {**a, "segment": perm[a["segment"]]} for h, a in d["assign"].items()}
     w3 = w.copy(tmp_path / "changed")
     with w3.engine() as eng:
         ev = eng.table("events")
         keep = ev.filter(ev.event_id.hash() % 20 != 0)
         eng.rewrite_sorted("events", keep, ["hcp_id", "ts", "event_id"])
+        seg = eng.table("segments")
+        eng.rewrite_sorted("segments", seg.mutate(segment=seg.segment.substitute(perm)),
+                           ["hcp_id", "segment"])
         build_segments(eng, n_segments=5, random_state=11, product="cardiozen")
     changed = _read(w3)
-    same, best = _agreement(d["assign"], changed["assign"])
+    same, best = _agreement(renamed, changed["assign"])
     assert best > 0.6
     assert same == pytest.approx(best)
-    # the same model without the previous labels would have numbered them otherwise
+    # the same model without the previous labels numbers them otherwise (by size)
     w4 = w.copy(tmp_path / "fresh")
     with w4.engine() as eng:
         ev = eng.table("events")
@@ -163,7 +171,7 @@ def test_rebuild_keeps_labels(five: tuple[World, Any, dict[str, Any]], tmp_path:
     fresh = _read(w4)
     assert [fresh["assign"][h]["probability"] for h in sorted(fresh["assign"])] == [
         changed["assign"][h]["probability"] for h in sorted(changed["assign"])]
-    same_fresh, _ = _agreement(d["assign"], fresh["assign"])
+    same_fresh, _ = _agreement(renamed, fresh["assign"])
     assert same_fresh < same
 
 

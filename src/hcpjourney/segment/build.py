@@ -39,7 +39,7 @@ import pyarrow as pa
 from hcpjourney.engine import Engine
 from hcpjourney.errors import HcpjError, NotBuiltError
 from hcpjourney.identity.golden import GOLDEN
-from hcpjourney.segment.features import EVENTS, FeatureOptions, build_features
+from hcpjourney.segment.features import EVENTS, FeatureOptions, FeatureSet, build_features
 from hcpjourney.segment.grid import build_grid
 from hcpjourney.segment.mixture import LatentClassMixture, infer_blocks, match_labels
 from hcpjourney.segment.personas import ASSIGNMENTS, SEGMENTS, build_personas
@@ -69,6 +69,17 @@ class SegmentSummary:
     selection: list[dict[str, float]] = field(default_factory=list)
     personas: list[str] = field(default_factory=list)  # persona names in label order
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def default_model(fs: FeatureSet, n_segments: int | None = None,
+                  random_state: int | None = 0) -> LatentClassMixture:
+    """The segmentation model :func:`build_segments` fits on the features ``fs``."""
+    est = LatentClassMixture(n_segments=n_segments, random_state=random_state)
+    if {"theme", "tonality", "format"} & set(fs.blocks()):
+        # an event's topic restates its content's theme, measured better by the content
+        # blocks; counted twice it would weigh double
+        est.set_params(exclude=(*est.exclude, "topic"))
+    return est
 
 
 def previous_segments(engine: Engine) -> dict[str, dict[str, float]]:
@@ -118,8 +129,7 @@ def build_segments(
         secs["features"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        est = model if model is not None else LatentClassMixture(
-            n_segments=n_segments, random_state=random_state)
+        est = model if model is not None else default_model(fs, n_segments, random_state)
         needed = sorted({c for b in infer_blocks(fs.table.columns, exclude=est.exclude)
                          for c in b.columns})
         tbl = engine.to_pyarrow(fs.table.select("hcp_id", *needed).order_by("hcp_id"))

@@ -21,9 +21,11 @@ Columns (``FeatureColumn.kind`` says how a model treats them):
   HCP-initiated events per inbound channel, payment value.
 - ``share``: count columns ``cnt_BLOCK__PART`` whose block total is ``n_BLOCK``:
   inbound vs outbound; the channel mix of engaged events; theme, tonality and
-  format of engaged content; local hour (24) and weekday/weekend of HCP-timed
-  events; topics (nature of payment in Open Payments) and values of attribute
-  keys (manufacturer), the most frequent ones plus ``other``.
+  format of the content the HCP chose (inbound views and downloads: what the
+  company sends says more about its campaigns than about the HCP); local hour
+  (24) and weekday/weekend of HCP-timed events; topics (nature of payment in
+  Open Payments) and values of attribute keys (manufacturer), the most frequent
+  ones plus ``other``.
 - ``score``: mean survey answer per HCP (NPS, each attitude question, each of
   the five quality dimensions, CSAT); empty when the HCP never answered.
 - ``stage``: furthest stage index reached and days per stage step.
@@ -312,8 +314,9 @@ def _event_counts(engine: Engine, ev: ir.Table, golden: ir.Table, voc: _Vocab, m
         ct = engine.table(schemas.CONTENT.name)
         cv = ct.select("content_id", *[ct[a].name(f"_c_{a}") for a in voc.content])
         cv = cv.distinct(on="content_id", keep="first")
-        eng = _isin(ev.action, ENGAGED_ACTIONS) | (ev.direction == "inbound")
-        ce = ev.filter(eng & ev.content_id.notnull())
+        # content the HCP chose (inbound: web and portal views, downloads, social): what a
+        # company sends depends on its campaigns, not on the HCP's taste
+        ce = ev.filter((ev.direction == "inbound") & ev.content_id.notnull())
         cl = ce.group_by(["hcp_id", "content_id"]).aggregate(n=ce.count())
         cl = cl.inner_join(cv, "content_id")
         aggs = {}

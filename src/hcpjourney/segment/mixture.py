@@ -11,7 +11,9 @@ blocks:
   engaged content, local hours and weekdays of HCP-timed events, topics,
   manufacturers ...): ``counts ~ Multinomial(n, theta_kb)``;
 * Gaussian columns (survey scores, intensities, journey stage and pace), with
-  missing values left out of the likelihood.
+  missing values left out of the likelihood, one variance per column pooled over
+  the segments, and the columns of one family (the five quality dimensions, the
+  attitude questions ...) weighing together as one observation.
 
 Real people are overdispersed against a binomial or multinomial (person-level
 preferences vary inside a segment), which would make posteriors absurdly sure
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -112,11 +114,14 @@ class _Data:
     M: list[np.ndarray]  # per multinomial block: n x J
     S: np.ndarray  # n x g Gaussian values, NaN = missing
     n: int
+    gw: np.ndarray = field(default_factory=lambda: np.zeros(0))  # g column weights
 
     def __post_init__(self) -> None:
         self.obs = np.isfinite(self.S).astype(float)  # 1.0 where observed
         self.S0 = np.where(self.obs > 0, self.S, 0.0)  # missing as 0
         self.S0sq = self.S0 ** 2
+        if self.gw.size != self.S.shape[1]:
+            self.gw = np.ones(self.S.shape[1])
 
 
 @dataclass
@@ -243,7 +248,12 @@ class LatentClassMixture(ClusterMixin, BaseEstimator):
         gs = [b.columns[0] for b in blocks if b.kind == "gaussian"]
         S = np.column_stack([cols[c] for c in gs]) if gs else np.zeros((n, 0))
         S = np.where(np.isfinite(S), S, np.nan)
-        return _Data(R=R, A=A, M=M, S=S, n=n)
+        # the columns of a family (the five quality dimensions, the attitude questions
+        # ...) are answers of one survey and move together: together they weigh as one
+        # observation in the likelihood, as in the membership estimate
+        fam = [_family(c) for c in gs]
+        gw = np.array([1.0 / fam.count(f) for f in fam])
+        return _Data(R=R, A=A, M=M, S=S, n=n, gw=gw)
 
     # ------------------------------------------------------------ dispersion
     @staticmethod
@@ -299,7 +309,12 @@ class LatentClassMixture(ClusterMixin, BaseEstimator):
             mu = (GT @ d.S0) / den
             var = (GT @ d.S0sq) / den - mu ** 2
             params["mu"] = mu
-            params["var"] = np.maximum(var, 0.05 * s_var[None, :] + 1e-6)
+            # one variance per column shared by the segments (pooled within-segment
+            # variance): with a variance per segment, a segment can claim the HCPs whose
+            # answers are merely less spread, which is not behaviour
+            pooled = ((var * den).sum(axis=0) / den.sum(axis=0))[None, :]
+            params["var"] = np.broadcast_to(np.maximum(pooled, 0.05 * s_var[None, :] + 1e-6),
+                                            mu.shape).copy()
         return params
 
     @staticmethod
@@ -312,10 +327,10 @@ class LatentClassMixture(ClusterMixin, BaseEstimator):
         if w.Mall.shape[1]:
             L += w.Mall @ np.hstack([np.log(th) for th in params["theta"]]).T
         if d.S.shape[1]:
-            iv = 1.0 / params["var"]
+            iv = d.gw[None, :] / params["var"]
             mu = params["mu"]
             L += -0.5 * (d.S0sq @ iv.T - 2.0 * d.S0 @ (mu * iv).T + d.obs @ (mu ** 2 * iv).T)
-            L += -0.5 * d.obs @ np.log(2 * np.pi * params["var"]).T
+            L += -0.5 * d.obs @ (d.gw[None, :] * np.log(2 * np.pi * params["var"])).T
         return L
 
     @staticmethod
@@ -441,7 +456,8 @@ class LatentClassMixture(ClusterMixin, BaseEstimator):
 
     @staticmethod
     def _subset(d: _Data, idx: np.ndarray) -> _Data:
-        return _Data(R=d.R[idx], A=d.A[idx], M=[M[idx] for M in d.M], S=d.S[idx], n=idx.size)
+        return _Data(R=d.R[idx], A=d.A[idx], M=[M[idx] for M in d.M], S=d.S[idx], n=idx.size,
+                     gw=d.gw)
 
     def _choose_k(self, d: _Data, rng: np.random.Generator) -> int:
         """BIC among the k whose segments reproduce on random halves of the HCPs.
