@@ -294,7 +294,7 @@ def _activity_paths(eng: engines.Engine, kind: str, activity: str) -> ir.Table:
     if kind == "transitions":
         return paths.transitions(ev, activity=act, presorted=True).order_by(
             ["from_activity", "to_activity"])
-    v = paths.variants(ev, activity=act, presorted=True)
+    v = ibis.memtable(paths.variant_table(ev, activity=act, presorted=True))
     return v.order_by([ibis.desc("count"), "variant"])
 
 

@@ -345,6 +345,9 @@ def test_build_transitions_writes_tables(eng: engines.Engine, rows: list[dict[st
     assert [r["rank"] for r in v] == list(range(1, len(v) + 1))
     assert tuple(var.columns) == ("rank", *paths.VARIANT_COLUMNS)
     assert sum(r["count"] for r in v) == len(sequences(rows))
+    # the stored table (numpy path) holds the lazy variants()' rows in its order
+    lazy = eng.to_pyarrow(paths.variants(eng.table("events"))).to_pylist()
+    assert [{k: r[k] for k in paths.VARIANT_COLUMNS} for r in v] == lazy
 
 
 def test_build_transitions_needs_events(tmp_path: Path) -> None:

@@ -6,13 +6,21 @@ Everything else works on Ibis expressions over the tables an engine exposes.
 from __future__ import annotations
 
 from hcpjourney.config import Workspace
-from hcpjourney.engine.duckdb import LINE, RAW, DuckDBEngine, NotClean, Progress, stored_order
+from hcpjourney.engine.duckdb import (
+    LINE,
+    RAW,
+    DuckDBEngine,
+    NotClean,
+    Progress,
+    rows_in,
+    stored_order,
+)
 from hcpjourney.errors import ConfigError
 
 Engine = DuckDBEngine
 
 __all__ = ["LINE", "RAW", "DuckDBEngine", "Engine", "NotClean", "Progress", "connect",
-           "stored_order"]
+           "rows_in", "stored_order"]
 
 
 def connect(ws: Workspace, *, read_only: bool = False) -> Engine:

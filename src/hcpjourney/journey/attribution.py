@@ -42,11 +42,14 @@ Methods, side by side in :func:`attribution_table`:
 Empty-path adopters count in P(adoption) (they convert whatever is removed) but
 give no credit in the heuristic and Shapley columns.
 
-Transition counts and credits are aggregated in the engine (:func:`touches`, then
-:func:`chain_counts` / :func:`heuristic_credits`); only the small state-by-state
-count matrix reaches numpy (:func:`markov_removal_effects`). ``presorted=True``
-reads each HCP's order from the storage order of the warehouse ``events`` table
-instead of sorting (see :func:`hcpjourney.journey.paths.transitions`).
+Transition counts and credits: with ``presorted=True`` on a table whose stored
+row order the engine gives (the warehouse ``events``), the engine hands over one
+channel code and timestamp per event and the paths are built and counted in
+numpy (:func:`_stored_counts`); otherwise they are aggregated in the engine
+(:func:`touches`, then :func:`chain_counts` / :func:`heuristic_credits`), reading
+the stored order with order-preserving windows when ``presorted`` or sorting.
+Either way only the small state-by-state count matrix is solved
+(:func:`markov_removal_effects`).
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ import ibis
 import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from threadpoolctl import threadpool_limits
 
 from hcpjourney.engine import Engine
 from hcpjourney.errors import HcpjError
@@ -229,14 +234,17 @@ def markov_removal_effects(
         return float(x[pos[index[START]]])
 
     everything = np.ones(n, dtype=bool)
-    p = absorb(everything)
-    effects: dict[str, float] = {}
-    for c in channels:
-        keep = everything.copy()
-        for s, chans in channels_of.items():
-            if c in chans:
-                keep[index[s]] = False
-        effects[c] = 1.0 - absorb(keep) / p if p > 0 else 0.0
+    # one BLAS thread: these systems are small (hundreds of states), and a threaded
+    # solve on a busy 2-core machine took 130 ms instead of 0.6 ms (n = 225)
+    with threadpool_limits(limits=1, user_api="blas"):
+        p = absorb(everything)
+        effects: dict[str, float] = {}
+        for c in channels:
+            keep = everything.copy()
+            for s, chans in channels_of.items():
+                if c in chans:
+                    keep[index[s]] = False
+            effects[c] = 1.0 - absorb(keep) / p if p > 0 else 0.0
     return MarkovResult(order=order, conversion_probability=p, removal_effects=effects)
 
 
@@ -278,6 +286,210 @@ def heuristic_credits(t: ir.Table) -> ir.Table:
     )
 
 
+# ------------------------------------------------------------- stored-order path
+_PAIR_LIMIT = 1 << 26  # (states + 3) ** 2 up to which transition pairs are counted by bincount
+
+
+@dataclass
+class _Counts:
+    """What the methods need, from :func:`_stored_counts`: transition counts per Markov
+    order (src, dst, count) and credits per channel (first_touch, last_touch,
+    linear, shapley)."""
+
+    chains: dict[int, pd.DataFrame]
+    credits: pd.DataFrame
+
+
+def _stored_counts(
+    events: ir.Table,
+    adoptions: ir.Table,
+    *,
+    case: str,
+    channel: str,
+    ts: str,
+    adopted_at: str,
+    orders: Sequence[int],
+    credits: bool,
+) -> _Counts | None:
+    """Chain counts and credits from the stored order with numpy, or None when the
+    engine cannot give the stored order (then the engine path runs).
+
+    Why: building every path in the engine (windows, group-bys and joins over the
+    channel text of 10M events) took about 1 s; here the engine hands over one
+    channel code and timestamp per event and one row per HCP (its adoption time,
+    the first of its adoption rows), and paths, collapsed touches, the order-k
+    states and the credits are vectorised over those integers (see
+    :func:`hcpjourney.journey.paths.stored_runs`). Same definitions as
+    :func:`touches` / :func:`chain_counts` / :func:`heuristic_credits`; the tests
+    compare both.
+    """
+    from hcpjourney.journey.paths import stored_runs
+
+    a = adoptions.filter(adoptions[adopted_at].notnull())
+    a = a.group_by(**{_CASE: a[case]}).aggregate(_v=a[adopted_at].min())
+    runs = stored_runs(events, case=case, activity=channel, ts=ts, with_ts=True, case_values=a)
+    if runs is None or runs.ts is None or runs.values is None:
+        return None
+    k = len(runs.names)
+    base = k + 1  # a state's digits: 0 = none (a path's first states are shorter), else code + 1
+    top = max(orders)
+    if (base ** top + 3) ** 2 >= 2 ** 63:
+        return None  # too many states to number pairs of them in 64 bits: the engine counts
+    c, starts, lens = runs.codes, runs.starts, runs.lengths
+    n_cases, m = len(starts), len(c)
+    conv = runs.values.is_valid().to_numpy(zero_copy_only=False)
+    # the path's events: every event of a non-adopter; an adopter's before adoption
+    # (compared on the adopters' events only)
+    on = np.ones(m, dtype=bool)
+    adopters = np.flatnonzero(conv)
+    if adopters.size:
+        at = runs.values.take(pa.array(adopters)).to_numpy()
+        a_lens = lens[adopters]
+        rows = np.repeat(starts[adopters] - (np.cumsum(a_lens) - a_lens), a_lens)
+        rows += np.arange(len(rows), dtype=rows.dtype)
+        on[rows] = runs.ts[rows] < np.repeat(at, a_lens)
+        del rows
+    first_row = np.zeros(m, dtype=bool)
+    first_row[starts] = True
+    touch = first_row.copy()
+    np.not_equal(c[1:], c[:-1], out=touch[1:])
+    touch |= first_row
+    touch &= on
+    del on
+    p = np.flatnonzero(touch)  # the path's touches (consecutive repeats collapsed)
+    del touch
+    tc = c[p]  # int32: narrow temporaries, fewer page faults
+    tfirst = first_row[p]
+    del first_row
+    # the case of each touch: a path's first touch is its case's first event
+    on_len = np.zeros(n_cases, dtype=np.int64)  # touches on each path
+    with_path = np.searchsorted(starts, p[tfirst])
+    heads = np.flatnonzero(tfirst)
+    on_len[with_path] = np.diff(np.append(heads, len(p)))
+    case_of = np.repeat(with_path.astype(np.int32), on_len[with_path])
+    del p
+    tlast = np.ones(len(tc), dtype=bool)
+    tlast[:-1] = tfirst[1:]
+    tconv = conv[case_of]
+    empty = int(np.count_nonzero(conv & (on_len == 0)))
+
+    text = [str(x) for x in runs.names.to_pylist()]
+    src, dst, n = _chain_pairs(tc, tfirst, tlast, tconv, empty, top, base)
+    chains = {order: _chain_frame(src, dst, n, order, top, base, text) for order in orders}
+    credit = pd.DataFrame(columns=["first_touch", "last_touch", "linear", "shapley"])
+    if credits:
+        credit = _credit_frame(tc, tfirst, tlast, tconv, case_of, on_len, k, text)
+    return _Counts(chains=chains, credits=credit)
+
+
+def _chain_pairs(
+    tc: np.ndarray, tfirst: np.ndarray, tlast: np.ndarray, tconv: np.ndarray, empty: int,
+    order: int, base: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """src, dst, count of the order-k chain over the path touches (``tc``: channel codes,
+    ``tfirst`` / ``tlast``: a path's first / last touch, ``tconv``: its case converted),
+    states as numbers: the codes + 1 of a state's last k touches as base-``base``
+    digits, newest lowest (0 where the path has fewer touches: its first states are
+    shorter tuples); then base**k, +1, +2 for __start__, adoption, __null__."""
+    n_states = base ** order
+    width = n_states + 3
+    kind = np.int32 if width * width < 2**31 else np.int64  # narrow when pairs fit
+    state: np.ndarray = tc.astype(kind)
+    state += 1
+    same = np.ones(len(tc), dtype=bool)
+    for i in range(1, order):
+        # touch t - i is on the same path when none of touches t-i+1 .. t begins a path
+        same[i - 1:] &= ~tfirst[:len(tc) - i + 1]
+        older: np.ndarray = np.zeros_like(state)
+        older[i:] = tc[:-i]
+        older[i:] += 1
+        older[~same] = 0
+        older *= base ** i
+        state += older
+    start, adopt, null = n_states, n_states + 1, n_states + 2
+    src = np.empty_like(state)
+    src[0:1] = start
+    src[1:] = state[:-1]
+    src[tfirst] = start
+    src *= width
+    src += state  # the pair (src, state) as one number
+    ends = state[tlast] * width + np.where(tconv[tlast], adopt, null)
+    if width * width <= _PAIR_LIMIT:
+        counts = np.bincount(src, minlength=width * width)
+        counts += np.bincount(ends, minlength=width * width)
+        hit = np.flatnonzero(counts)
+        n = counts[hit]
+    else:
+        hit, n = np.unique(np.concatenate((src, ends)), return_counts=True)
+    hit = hit.astype(np.int64)
+    if empty:
+        hit = np.append(hit, start * width + adopt)
+        n = np.append(n, empty)
+    return hit // width, hit % width, n
+
+
+def _chain_frame(
+    src: np.ndarray, dst: np.ndarray, n: np.ndarray, order: int, top: int, base: int,
+    text: list[str],
+) -> pd.DataFrame:
+    """src, dst, count (text) of the order-``order`` chain from :func:`_chain_pairs`' order
+    ``top`` >= ``order``: a state's newest ``order`` channels are its lowest digits, so
+    the lower-order chain is the higher one's counts summed over those digits."""
+    special = base ** top
+    names = {special: START, special + 1: ADOPTION, special + 2: NULL}
+
+    def project(v: np.ndarray) -> np.ndarray:
+        return np.where(v >= special, v, v % base ** order)
+
+    s, d = project(src), project(dst)
+    key = s * (special + 3) + d
+    uniq, inverse = np.unique(key, return_inverse=True)
+    total = np.bincount(inverse, weights=n, minlength=len(uniq)).astype(np.int64)
+
+    def spell(code: int) -> str:
+        if code in names:
+            return names[code]
+        digits = []
+        while code:
+            code, digit = divmod(code, base)
+            if digit:
+                digits.append(text[digit - 1])
+        return STATE_SEPARATOR.join(reversed(digits))
+
+    us, ud = uniq // (special + 3), uniq % (special + 3)
+    spelled = {int(v): spell(int(v)) for v in np.unique(np.concatenate((us, ud)))}
+    return pd.DataFrame({
+        "src": [spelled[int(v)] for v in us],
+        "dst": [spelled[int(v)] for v in ud],
+        "count": total,
+    })
+
+
+def _credit_frame(
+    tc: np.ndarray, tfirst: np.ndarray, tlast: np.ndarray, tconv: np.ndarray,
+    case_of: np.ndarray, on_len: np.ndarray, k: int, text: list[str],
+) -> pd.DataFrame:
+    """first_touch, last_touch, linear, shapley credits per channel over converting paths."""
+    cc, cf, cl, cases = tc[tconv], tfirst[tconv], tlast[tconv], case_of[tconv]
+    first = np.bincount(cc[cf], minlength=k).astype(np.float64)
+    last = np.bincount(cc[cl], minlength=k).astype(np.float64)
+    linear = np.bincount(cc, weights=1.0 / on_len[cases], minlength=k)
+    # Shapley: each converting path gives 1 / (its distinct channels) to each of them
+    heads = np.flatnonzero(cf)
+    if k <= 63:
+        masks = np.bitwise_or.reduceat(np.left_shift(np.uint64(1), cc.astype(np.uint64)), heads) \
+            if len(heads) else np.zeros(0, dtype=np.uint64)
+        weight = 1.0 / np.bitwise_count(masks).astype(np.float64)
+        shapley = np.array([weight[(masks >> np.uint64(j)) & np.uint64(1) == 1].sum() for j in range(k)])
+    else:
+        pairs = np.unique(cases.astype(np.int64) * k + cc)
+        per_case = np.bincount(pairs // k)
+        shapley = np.bincount(pairs % k, weights=1.0 / per_case[pairs // k], minlength=k)
+    out = pd.DataFrame({"first_touch": first, "last_touch": last, "linear": linear,
+                        "shapley": shapley}, index=pd.Index(text, name="channel"))
+    return out[(first > 0) | (last > 0) | (linear > 0)]
+
+
 # ----------------------------------------------------------------------- tables
 def markov_attribution(
     events: ir.Table,
@@ -291,12 +503,27 @@ def markov_attribution(
     order: int = 1,
     presorted: bool = False,
 ) -> MarkovResult:
-    """Exact Markov removal effects of ``order`` from events and adoptions (hcp_id, adopted_at)."""
-    t = touches(
-        events, adoptions, case=case, channel=channel, ts=ts, tiebreak=tiebreak,
-        adopted_at=adopted_at, order=order, presorted=presorted,
-    )
-    counts = chain_counts(t, order).to_pyarrow().to_pandas()
+    """Exact Markov removal effects of ``order`` from events and adoptions (hcp_id, adopted_at).
+
+    ``presorted`` on a stored table whose row order the engine gives (the
+    warehouse ``events``): counted in numpy from the stored order
+    (:func:`_stored_counts`); otherwise in the engine (:func:`touches`,
+    :func:`chain_counts`). Same counts either way.
+    """
+    if order < 1:
+        raise HcpjError(f"Markov order must be at least 1, not {order}")
+    fast = _stored_counts(
+        events, adoptions, case=case, channel=channel, ts=ts, adopted_at=adopted_at,
+        orders=[order], credits=False,
+    ) if presorted and _has_columns(events, adoptions, case, channel, ts, tiebreak, adopted_at) else None
+    if fast is not None:
+        counts = fast.chains[order]
+    else:
+        t = touches(
+            events, adoptions, case=case, channel=channel, ts=ts, tiebreak=tiebreak,
+            adopted_at=adopted_at, order=order, presorted=presorted,
+        )
+        counts = chain_counts(t, order).to_pyarrow().to_pandas()
     if counts.empty:
         raise HcpjError("no events to attribute: ingest interactions and run `hcpj build` first")
     return markov_removal_effects(counts, order=order)
@@ -325,6 +552,40 @@ def attribution_table(
         raise HcpjError(
             f"order (the higher Markov order shown beside the first) must be 2 or more, not {order}"
         )
+    fast = _stored_counts(
+        events, adoptions, case=case, channel=channel, ts=ts, adopted_at=adopted_at,
+        orders=[1, order], credits=True,
+    ) if presorted and _has_columns(events, adoptions, case, channel, ts, tiebreak, adopted_at) else None
+    if fast is not None:
+        first_counts, higher_counts, credits = fast.chains[1], fast.chains[order], fast.credits
+    else:
+        first_counts, higher_counts, credits = _engine_counts(
+            events, adoptions, case=case, channel=channel, ts=ts, tiebreak=tiebreak,
+            adopted_at=adopted_at, order=order, presorted=presorted,
+        )
+    if first_counts.empty:
+        raise HcpjError("no events to attribute: ingest interactions and run `hcpj build` first")
+    first = markov_removal_effects(first_counts, order=1)
+    higher = markov_removal_effects(higher_counts, order=order)
+    return _side_by_side(first, higher, credits, order)
+
+
+def _has_columns(
+    events: ir.Table, adoptions: ir.Table, case: str, channel: str, ts: str, tiebreak: str | None,
+    adopted_at: str,
+) -> bool:
+    """Whether the inputs have the named columns (if not, the engine path says which not)."""
+    need = [case, channel, ts, *([tiebreak] if tiebreak else [])]
+    return all(c in events.columns for c in need) and all(
+        c in adoptions.columns for c in (case, adopted_at)
+    )
+
+
+def _engine_counts(
+    events: ir.Table, adoptions: ir.Table, *, case: str, channel: str, ts: str,
+    tiebreak: str | None, adopted_at: str, order: int, presorted: bool,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """First-order and order-k chain counts and credits, all computed in the engine."""
     t = touches(
         events, adoptions, case=case, channel=channel, ts=ts, tiebreak=tiebreak,
         adopted_at=adopted_at, order=order, presorted=presorted,
@@ -348,13 +609,15 @@ def attribution_table(
     )
     res = both[0].union(*both[1:]).to_pyarrow().to_pandas()
     first_counts = res[res["kind"] == "first"][["src", "dst", "count"]]
-    if first_counts.empty:
-        raise HcpjError("no events to attribute: ingest interactions and run `hcpj build` first")
     higher_counts = res[res["kind"] == "higher"][["src", "dst", "count"]]
     credits = res[res["kind"] == "credit"].rename(columns={"src": "channel"}).set_index("channel")
-    first = markov_removal_effects(first_counts, order=1)
-    higher = markov_removal_effects(higher_counts, order=order)
+    return first_counts, higher_counts, credits
 
+
+def _side_by_side(
+    first: MarkovResult, higher: MarkovResult, credits: pd.DataFrame, order: int
+) -> pd.DataFrame:
+    """The attribution table from the two Markov models and the credits per channel."""
     channels = sorted(first.removal_effects)
     out = pd.DataFrame({"channel": channels})
     out["removal_effect"] = [first.removal_effects[c] for c in channels]

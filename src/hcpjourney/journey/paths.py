@@ -25,8 +25,10 @@ stored order, as DuckDB does for the warehouse ``events`` table (or a filter or
 projection of it; not a join): each case's order is then read from storage with
 order-preserving windows (``OVER ()``) instead of a sort. Results are identical;
 the tests check both ways. Where the engine gives a stored table's row order
-(:func:`hcpjourney.engine.stored_order`), fingerprints and variants read it in
-parallel instead. Activities are grouped and windowed by a 64-bit key (see
+(:func:`hcpjourney.engine.stored_order`), fingerprints read it in parallel
+instead, and all variants (:func:`variant_arrays`, :func:`variant_table`) and
+attribution are computed in numpy from one small integer per event
+(:func:`stored_runs`). Activities are grouped and windowed by a 64-bit key (see
 :func:`_activity_key`) and spelled out once per result row. Engine functions
 used by name through Ibis builtins: ``hash`` (64-bit, DuckDB), ``epoch_us`` and
 ``chr``.
@@ -54,14 +56,17 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import ibis
 import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from hcpjourney.engine import Engine, stored_order
+from hcpjourney.engine import Engine, rows_in, stored_order
 from hcpjourney.errors import HcpjError
 
 START = "__start__"
@@ -535,50 +540,322 @@ def variant_arrays(
     dictionary-encoded activities), n_events, count, share.
 
     The fast way to get all the variants of a large log, when nearly every case
-    is its own variant and the output is as large as the input: cases are
-    grouped by their 128-bit fingerprint (:func:`case_fingerprints`) in the
-    engine, and each variant's sequence is then cut out of one column of
-    activity codes read in stored order (the variant's first case is a range of
-    stored rows), without building a list or a string per case in the engine.
-    Needs ``presorted`` events on an engine that gives the stored row order
-    (:func:`hcpjourney.engine.stored_order`: the warehouse ``events``
-    table); otherwise it returns :func:`variants` (``as_list=True``) run now.
+    is its own variant and the output is as large as the input. With
+    ``presorted`` events on an engine that gives the stored row order
+    (:func:`hcpjourney.engine.stored_order`: the warehouse ``events`` table),
+    the engine hands over only one small integer per event and one row per case
+    (:func:`stored_runs`), and cases are grouped in numpy (:func:`_group_runs`:
+    a fingerprint per case, then every case checked against its group's first
+    case, so the groups are exact); otherwise it returns :func:`variants`
+    (``as_list=True``) run now.
 
     Same variants and counts as :func:`variants`; most frequent first, but ties
     in count are ordered by their first case in stored order (in the CONTRACT
     order, the first case id), not by the variant's text.
     """
-    import numpy as np
-    import pyarrow.compute as pc
-
     kw: dict[str, Any] = {"case": case, "activity": activity, "ts": ts, "tiebreak": tiebreak}
-    stored = _stored_dense(events, case, activity, ts) if presorted else None
-    if stored is None:
+    runs = stored_runs(events, case=case, activity=activity, ts=ts) if presorted else None
+    grouped = _group_runs(runs) if runs is not None else None
+    if runs is None or grouped is None:
         return variants(events, as_list=True, presorted=presorted, **kw).to_pyarrow()
-    fp = _fingerprints(stored, **kw, first=True)
-    g = fp.group_by("fp1", "fp2", "n_events").aggregate(count=fp.count(), _start=fp._first.min())
-    groups = g.order_by([ibis.desc("count"), "_start"]).to_pyarrow()
-    names = activity_names(events, activity=activity, case=case, ts=ts).to_pyarrow()
-    # every stored row's activity key (null where the event takes no part), in
-    # stored order: row r of the column is stored row r
+    return _variant_lists(runs, *grouped)
+
+
+def variant_table(
+    events: ir.Table,
+    *,
+    case: str = "hcp_id",
+    activity: Activity = None,
+    ts: str = "ts",
+    tiebreak: str | None = "event_id",
+    sep: str = VARIANT_SEPARATOR,
+    presorted: bool = False,
+) -> pa.Table:
+    """:func:`variants` (all of them, as text) computed now: the same rows in the same
+    order (count descending, then variant text), as an Arrow table.
+
+    Why a second function: :func:`variants` is a lazy expression and groups the
+    cases in the engine (several seconds at 10M events, when nearly every case is
+    its own variant); this one groups them with :func:`variant_arrays`' numpy path
+    where the engine gives the stored order, then joins each variant's
+    activities once. What ``hcpj build`` stores as the ``variants`` table.
+    """
+    kw: dict[str, Any] = {"case": case, "activity": activity, "ts": ts, "tiebreak": tiebreak}
+    runs = stored_runs(events, case=case, activity=activity, ts=ts) if presorted else None
+    grouped = _group_runs(runs) if runs is not None else None
+    if runs is None or grouped is None:
+        return variants(events, sep=sep, presorted=presorted, **kw).to_pyarrow()
+    lists = _variant_lists(runs, *grouped)
+    v = lists.column("variant").combine_chunks()
+    values = v.values.dictionary.take(v.values.indices)
+    text = pc.binary_join(pa.ListArray.from_arrays(v.offsets, values), sep)
+    out = lists.set_column(0, "variant", text)
+    order = pc.sort_indices(out, sort_keys=[("count", "descending"), ("variant", "ascending")])
+    return out.take(order)
+
+
+# ---------------------------------------------------- stored runs (numpy paths)
+@dataclass(frozen=True)
+class StoredRuns:
+    """Each case's taking-part events as small integers, in stored order.
+
+    ``codes``: the activity code (int32) of every event that takes part, the
+    cases one after another in stored order; ``starts``: the index in ``codes``
+    of each case's first event (ascending; only cases with at least one event);
+    ``names``: the activity text of each code. ``ts``: the events' timestamps as
+    int64 in the unit of the ``ts`` column (with ``with_ts``). ``values``: each
+    case's value from ``case_values`` (aligned with ``starts``; null where the
+    case has none), cast to the ``ts`` column's type.
+    """
+
+    codes: np.ndarray
+    starts: np.ndarray
+    names: pa.Array
+    ts: np.ndarray | None = None
+    values: pa.Array | None = None
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(np.append(self.starts, len(self.codes)))
+
+
+def stored_runs(
+    events: ir.Table,
+    *,
+    case: str = "hcp_id",
+    activity: Activity = None,
+    ts: str = "ts",
+    with_ts: bool = False,
+    case_values: ir.Table | None = None,
+) -> StoredRuns | None:
+    """The events of a table stored sorted by (case, ts, tiebreak) as :class:`StoredRuns`,
+    or None when the engine cannot give the stored order or a case's rows are not
+    one block of stored rows.
+
+    Why: the journey queries that touch every event (all variants, attribution)
+    spent their time on text (activities and case ids moved through windows,
+    group-bys and lists). Here the engine reads, in parallel, one 64-bit
+    activity key per stored row (null where the event takes no part: null case,
+    activity or ts) and one row per case (its first and last stored row, and
+    ``case_values``' ``_v`` joined on ``_case``), and the rest is vectorised:
+    keys become dense codes (Arrow dictionary encoding, codes in order of first
+    appearance) and each code is spelled out once, from its first row.
+    """
     cols = activity_columns(events, activity)
-    ok = ibis.and_(events[case].notnull(), events[ts].notnull(), *(events[c].notnull() for c in cols))
+    _require(events, [case, ts])
+    stored = stored_order(events, _ROW)
+    if stored is None:
+        return None
+    s = stored.filter(stored[case].notnull())
+    per = s.group_by(_c=s[case]).aggregate(_lo=s[_ROW].min(), _hi=s[_ROW].max(), _n=s.count())
+    if case_values is not None:
+        j = per.left_join(case_values, per._c == case_values[_CASE])
+        per = j.select("_lo", "_hi", "_n", _v=j._v.cast(events[ts].type()))
+    else:
+        per = per.select("_lo", "_hi", "_n")
+    ranges = per.to_pyarrow()
+    lo = ranges.column("_lo").to_numpy().astype(np.int64)
+    hi = ranges.column("_hi").to_numpy().astype(np.int64)
+    n = ranges.column("_n").to_numpy()
+    if not np.array_equal(hi - lo + 1, n):
+        return None  # some case's rows are not one block: not stored sorted by case
     key = _activity_key([events[c].cast("string") for c in cols])
-    keys = events.select(_k=ibis.ifelse(ok, key, ibis.null("uint64"))).to_pyarrow().column(0)
-    codes = pc.index_in(keys, value_set=names.column(_KEY)).combine_chunks()
-    n = groups.column("n_events").to_numpy()
-    start = groups.column("_start").to_numpy()
+    # non-null counts of the whole table cost next to nothing
+    counts = events.aggregate(
+        _all=events.count(), **{f"_{i}": events[c].count() for i, c in enumerate([case, ts, *cols])}
+    ).to_pyarrow().to_pylist()[0]
+    if len(set(counts.values())) > 1:
+        # some rows take no part: their key is null (a test per row, so only when needed)
+        ok = ibis.and_(events[case].notnull(), events[ts].notnull(), *(events[c].notnull() for c in cols))
+        key = ibis.ifelse(ok, key, ibis.null("uint64"))
+    rows = events.select(_k=key, **({"_t": events[ts]} if with_ts else {})).to_pyarrow()
+    by_row = np.argsort(lo, kind="stable")
+    lo, hi = lo[by_row], hi[by_row]
+    enc = pc.dictionary_encode(rows.column("_k").combine_chunks())
+    idx = enc.indices
+    kept: np.ndarray | None = None
+    if idx.null_count:
+        valid = idx.is_valid().to_numpy(zero_copy_only=False)
+        codes = pc.drop_null(idx).to_numpy()
+        cum = np.zeros(len(valid) + 1, dtype=np.int64)
+        np.cumsum(valid, out=cum[1:])
+        first, end = cum[lo], cum[hi + 1]
+        kept = np.flatnonzero(valid)
+    else:
+        codes = idx.to_numpy()
+        first, end = lo, hi + 1
+    has = end > first
+    starts = first[has]
+    t = None
+    if with_ts:
+        col = rows.column("_t").combine_chunks()
+        if not (pa.types.is_timestamp(col.type) or pa.types.is_integer(col.type)):
+            return None
+        tv = pc.cast(col, pa.int64()).fill_null(0).to_numpy()
+        t = tv[kept] if kept is not None else tv
+    values = None
+    if case_values is not None:
+        v = ranges.column("_v").combine_chunks().take(pa.array(by_row[has]))
+        values = pc.cast(v, pa.int64()) if pa.types.is_timestamp(v.type) else v
+    names = _code_names(stored, activity, codes, kept, len(enc.dictionary))
+    return StoredRuns(codes=codes.astype(np.int32, copy=False), starts=starts, names=names,
+                      ts=t, values=values)
+
+
+def _code_names(
+    stored: ir.Table, activity: Activity, codes: np.ndarray, kept: np.ndarray | None, k: int
+) -> pa.Array:
+    """The text of codes 0..k-1, from the stored row where each first appears (codes
+    are numbered in order of first appearance, so a running maximum finds them)."""
+    if k == 0:
+        return pa.array([], pa.string())
+    # read in growing chunks: every activity usually appears within the first rows
+    at = np.zeros(k, dtype=np.int64)
+    top, lo, step = -1, 0, 1 << 16
+    while top < k - 1:
+        run = np.maximum(np.maximum.accumulate(codes[lo:lo + step]), top)
+        prev = np.empty_like(run)
+        prev[0] = top
+        prev[1:] = run[:-1]
+        new = np.flatnonzero(run > prev)
+        at[run[new]] = lo + new
+        top = int(run[-1])
+        lo, step = lo + step, step * 2
+    rows = kept[at] if kept is not None else at
+    expr = stored.select(_ROW, _name=activity_value(stored, activity))
+    got = rows_in(expr, _ROW, rows.tolist())
+    if got is None:  # pragma: no cover - stored_order is DuckDB's, and so is rows_in
+        got = expr.filter(expr[_ROW].isin(rows.tolist())).to_pyarrow()
+    text = dict(zip(got.column(_ROW).to_pylist(), got.column("_name").to_pylist(), strict=True))
+    return pa.array([text[int(r)] for r in rows], pa.string())
+
+
+_WEIGHTS: dict[int, np.ndarray] = {}
+
+
+def _position_weights(n: int) -> np.ndarray:
+    """n odd 64-bit weights, one per position in a case, the same in every run."""
+    have = _WEIGHTS.get(0)
+    if have is None or len(have) < n:
+        rng = np.random.default_rng(0x6A6F75726E6579)
+        size = max(n, 1024)
+        have = rng.integers(0, 1 << 63, size=size, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        _WEIGHTS[0] = have
+    return have
+
+
+def _positions(starts: np.ndarray, lens: np.ndarray, m: int) -> np.ndarray:
+    """Each event's position in its case (0, 1, ...), as int32 when it fits."""
+    kind = np.int32 if m < 2**31 else np.int64
+    # a running sum of steps of 1, set back to 0 at each case's start: one array
+    pos = np.ones(m, dtype=kind)
+    if len(starts):
+        pos[starts[1:]] = 1 - lens[:-1]
+        pos[starts[0]] = 0
+    np.cumsum(pos, out=pos)
+    return pos
+
+
+_POLY_BASE = 0x9E3779B97F4A7C15  # odd, so its powers are invertible modulo 2**64
+
+
+def _poly_fingerprints(codes: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """sum(code * B**position) modulo 2**64 per case, with no position array: the sum
+    over global rows g of code * B**g, times the inverse of B**(case's first row).
+    Cheap (one 64-bit array), but polynomial fingerprints modulo 2**64 can be made to
+    collide by structured sequences (Thue-Morse), so :func:`_group_runs` checks them
+    and falls back to :func:`_weighted_fingerprints`."""
+    power = np.full(len(codes), _POLY_BASE, dtype=np.uint64)
+    power[0] = 1
+    np.cumprod(power, out=power)  # B**g, wrapping modulo 2**64
+    first = power[starts]
+    np.multiply(power, codes.view(np.uint32), out=power)
+    fp = np.add.reduceat(power, starts)
+    del power
+    inverse = first.copy()  # Newton's iteration for 1 / first modulo 2**64: 3, 6, ... 96 bits
+    for _ in range(5):
+        inverse *= np.uint64(2) - first * inverse
+    return fp * inverse
+
+
+def _weighted_fingerprints(codes: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """sum(weight[position] * code) modulo 2**64 per case, with independent random
+    odd weights per position (no structure to collide with)."""
+    pos = _positions(starts, lens, len(codes))
+    weighted = _position_weights(int(lens.max()))[pos]
+    del pos
+    np.multiply(weighted, codes.view(np.uint32), out=weighted)
+    return np.add.reduceat(weighted, starts)
+
+
+def _group_runs(runs: StoredRuns) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(first case's start, length, number of cases) of every variant, most frequent
+    first, ties by first case in stored order; None if the fingerprints collided.
+
+    Cases are grouped by (fingerprint, length) (:func:`_poly_fingerprints`, then
+    :func:`_weighted_fingerprints` if those collided), and every case that is not
+    its group's first is compared event by event with that first case, so the
+    groups are exactly the distinct sequences; if both fingerprints collide (the
+    second about 2**-58 per pair of sequences) it returns None and the caller
+    takes the exact engine path. Only the few cases that repeat an earlier
+    sequence are read twice.
+    """
+    codes, starts = runs.codes, runs.starts
+    n_cases = len(starts)
+    if n_cases == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    lens = runs.lengths
+    for fingerprint in (
+        lambda: _poly_fingerprints(codes, starts), lambda: _weighted_fingerprints(codes, starts, lens)
+    ):
+        grouped = _exact_groups(codes, starts, lens, fingerprint())
+        if grouped is not None:
+            return grouped
+    return None
+
+
+def _exact_groups(
+    codes: np.ndarray, starts: np.ndarray, lens: np.ndarray, fp: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Cases grouped by (fingerprint, length), each checked against its group's first
+    case (None if one differs): see :func:`_group_runs`."""
+    n_cases = len(starts)
+    order = np.lexsort((starts, lens, fp))
+    f, ln = fp[order], lens[order]
+    new = np.ones(n_cases, dtype=bool)
+    new[1:] = (f[1:] != f[:-1]) | (ln[1:] != ln[:-1])
+    group_sorted = np.cumsum(new) - 1
+    rep = starts[order][new]
+    count = np.bincount(group_sorted)
+    group_of = np.empty(n_cases, dtype=np.int64)
+    group_of[order] = group_sorted
+    rep_of = rep[group_of]
+    repeat = np.flatnonzero(rep_of != starts)
+    if repeat.size:
+        rl = lens[repeat]
+        within = np.arange(int(rl.sum()), dtype=np.int64) - np.repeat(np.cumsum(rl) - rl, rl)
+        mine = np.repeat(starts[repeat], rl) + within
+        theirs = np.repeat(rep_of[repeat], rl) + within
+        if not np.array_equal(codes[mine], codes[theirs]):
+            return None
+    by = np.lexsort((rep, -count))
+    return rep[by], ln[new][by], count[by]
+
+
+def _variant_lists(runs: StoredRuns, rep: np.ndarray, n: np.ndarray, count: np.ndarray) -> pa.Table:
+    """variant (list of dictionary-encoded activities), n_events, count, share."""
     offsets = np.zeros(len(n) + 1, dtype=np.int64)
     np.cumsum(n, out=offsets[1:])
-    rows = np.repeat(start - offsets[:-1], n) + np.arange(offsets[-1], dtype=np.int64)
-    acts = pa.DictionaryArray.from_arrays(codes.take(pa.array(rows)), names.column("_name").combine_chunks())
-    counts = groups.column("count")
-    total = pc.sum(counts).as_py() or 1
+    rows = _positions(offsets[:-1], n, int(offsets[-1]))
+    rows += np.repeat((rep).astype(rows.dtype), n)
+    acts = pa.DictionaryArray.from_arrays(pa.array(runs.codes[rows]), runs.names)
+    total = float(count.sum()) or 1.0
     return pa.table({
         "variant": pa.ListArray.from_arrays(pa.array(offsets), acts),
-        "n_events": groups.column("n_events"),
-        "count": counts,
-        "share": pc.divide(pc.cast(counts, pa.float64()), float(total)),
+        "n_events": pa.array(n, pa.int64()),
+        "count": pa.array(count, pa.int64()),
+        "share": pa.array(count / total, pa.float64()),
     })
 
 
@@ -795,7 +1072,8 @@ def stage_flows(
 def build_transitions(engine: Engine, *, events_table: str = "events") -> tuple[ir.Table, ir.Table]:
     """Write warehouse tables ``transitions`` and ``variants`` from ``events`` (CONTRACT order).
 
-    ``events`` is stored sorted by (hcp_id, ts, event_id), so the stored order is used.
+    ``events`` is stored sorted by (hcp_id, ts, event_id), so the stored order is used
+    (``variants`` through :func:`variant_table`).
     """
     if not engine.has_table(events_table):
         raise HcpjError("no events yet: run `hcpj build` first")
@@ -803,7 +1081,9 @@ def build_transitions(engine: Engine, *, events_table: str = "events") -> tuple[
     tr = engine.create(
         TRANSITIONS, transitions(ev, presorted=True), order_by=["from_activity", "to_activity"]
     )
-    var = variants(ev, presorted=True)
-    var = var.mutate(rank=ibis.row_number().over(ibis.window(order_by=[ibis.desc("count"), "variant"])) + 1)
-    vt = engine.create(VARIANTS, var.select("rank", *VARIANT_COLUMNS), order_by=["rank"])
+    # computed now (the numpy path where the stored order is available), in the
+    # order of variants(): count descending, then variant text
+    var = variant_table(ev, presorted=True)
+    var = var.add_column(0, "rank", pa.array(np.arange(1, var.num_rows + 1, dtype=np.int64)))
+    vt = engine.create(VARIANTS, ibis.memtable(var.select(["rank", *VARIANT_COLUMNS])), order_by=["rank"])
     return tr, vt
