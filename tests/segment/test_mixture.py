@@ -122,8 +122,8 @@ def test_mixtures_get_split_memberships() -> None:
 def test_overdispersion_is_estimated() -> None:
     plain, *_ = synthetic(3000, mixed=0.0, events=40)
     over, *_ = synthetic(3000, mixed=0.0, events=40, rho=0.1)
-    a = LatentClassMixture(3, random_state=0).fit(plain)
-    b = LatentClassMixture(3, random_state=0).fit(over)
+    a = LatentClassMixture(3, random_state=0, overdispersion="auto").fit(plain)
+    b = LatentClassMixture(3, random_state=0, overdispersion="auto").fit(over)
     assert a.rho_["block"] < 0.01
     assert 0.06 < b.rho_["block"] < 0.14
     fixed = LatentClassMixture(3, random_state=0, overdispersion=0.2).fit(over)
