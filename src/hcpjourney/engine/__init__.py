@@ -12,6 +12,7 @@ from hcpjourney.engine.duckdb import (
     DuckDBEngine,
     NotClean,
     Progress,
+    hash64,
     rows_in,
     stored_order,
 )
@@ -20,7 +21,7 @@ from hcpjourney.errors import ConfigError
 Engine = DuckDBEngine
 
 __all__ = ["LINE", "RAW", "DuckDBEngine", "Engine", "NotClean", "Progress", "connect",
-           "rows_in", "stored_order"]
+           "hash64", "rows_in", "stored_order"]
 
 
 def connect(ws: Workspace, *, read_only: bool = False) -> Engine:

@@ -24,7 +24,7 @@ import pyarrow as pa
 from hcpjourney.config import Workspace
 from hcpjourney.contract import schemas, validate
 from hcpjourney.contract.schemas import TableSpec
-from hcpjourney.engine import LINE, Engine, NotClean, Progress
+from hcpjourney.engine import LINE, Engine, NotClean, Progress, hash64
 from hcpjourney.errors import HcpjError, InputFileError
 
 QUARANTINE = "quarantine"
@@ -514,6 +514,6 @@ def _repeated_keys(keys: ir.Table, key: list[str]) -> ir.Table:
 
     if len(key) > 1:
         return repeated(keys, key)
-    hashed = keys.mutate(_h=keys[key[0]].hash())
+    hashed = keys.mutate(_h=hash64(keys[key[0]]))
     clash = repeated(hashed, ["_h"])
     return repeated(hashed.semi_join(clash, "_h").select(*key), key)
