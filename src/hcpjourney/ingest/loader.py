@@ -272,7 +272,8 @@ class Loader:
     ) -> FileResult | None:
         """The fast path for the common case, a file with nothing to quarantine or skip.
 
-        One parallel pass reads, types and checks every row and writes them sorted;
+        One parallel pass reads, types and checks every row and writes them sorted,
+        without line numbers (``_line`` null: see ``DuckDBEngine.create_from_csv``);
         it gives up (returns None, leaving no trace) at the first broken row, a key
         the file repeats or the warehouse already holds, or anything the strict
         reader cannot parse; or when ``digest()`` (called once the rows are read)

@@ -66,7 +66,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hcpjourney.engine import Engine, rows_in, stored_order
+from hcpjourney.engine import Engine, hash64, rows_in, stored_order
 from hcpjourney.errors import HcpjError
 
 START = "__start__"
@@ -172,12 +172,6 @@ def _seconds(later: ir.TimestampValue, earlier: ir.TimestampValue) -> ir.Floatin
 
 
 @ibis.udf.scalar.builtin(name="hash")
-def _hash_text(value: str) -> dt.UInt64:
-    """The engine's 64-bit hash (DuckDB ``hash``), kept unsigned: Ibis's own ``hash()``
-    casts it to int64 through a bit string, which costs more than the hash."""
-
-
-@ibis.udf.scalar.builtin(name="hash")
 def _hash_two(a: str, b: str) -> dt.UInt64:
     """The engine's 64-bit hash of two values (DuckDB ``hash(a, b)``)."""
 
@@ -214,7 +208,7 @@ def _activity_key(parts: Sequence[ir.StringValue]) -> ir.Value:
     text-based references.
     """
     if len(parts) == 1:
-        return _hash_text(parts[0])
+        return hash64(parts[0])
     key = _hash_two(parts[0], parts[1])
     for p in parts[2:]:
         key = _hash_after(key, p)
