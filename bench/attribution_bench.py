@@ -38,7 +38,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from journey_bench import alternate, ensure_warehouse, load_avg, open_engine  # noqa: E402
+from common import alternate, load_avg, open_engine  # noqa: E402
+from journey_bench import ensure_warehouse  # noqa: E402
 
 from hcpjourney.journey import attribution  # noqa: E402
 

@@ -33,10 +33,7 @@ first-order attribution) is timed at full size, median of ``--repeat`` runs.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import resource
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -47,7 +44,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 import ibis  # noqa: E402
-from common import ensure_drop, open_engine  # noqa: E402
+from common import (  # noqa: E402
+    alternate,
+    cpu_seconds,
+    ensure_drop,
+    load_avg,
+    open_engine,
+    timed,
+    truth_events,
+)
 
 from hcpjourney.engine import DuckDBEngine  # noqa: E402
 from hcpjourney.journey import attribution, paths  # noqa: E402
@@ -75,16 +80,7 @@ def ensure_warehouse(hcps: int, seed: int) -> Path:
             str(drop / "interactions.csv"), table_name="interactions_csv", all_varchar=True
         )
         ids = persons.select(record_id=persons.record_id, hcp_id=persons.person_id)
-        j = ix.inner_join(ids, "record_id")
-        events = j.select(
-            "hcp_id", "event_id", "record_id",
-            ts=j.ts.cast("timestamp('UTC')").cast("timestamp"),
-            channel=j.channel, action=j.action, direction=j.direction, team=j.team,
-            owner_id=j.owner_id, content_id=j.content_id, campaign_id=j.campaign_id,
-            duration_s=j.duration_s.cast("float64"), value_usd=j.value_usd.cast("float64"),
-            topic=j.topic,
-        )
-        eng.create("events", events, order_by=["hcp_id", "ts", "event_id"])
+        eng.create("events", truth_events(ix, ids), order_by=["hcp_id", "ts", "event_id"])
         oc = con.read_csv(str(drop / "outcomes.csv"), table_name="outcomes_csv", all_varchar=True)
         o = oc.inner_join(ids, "record_id")
         o = o.filter((o.nrx.cast("float64") > 0) & (o["product"] == PRODUCT))
@@ -97,54 +93,6 @@ def ensure_warehouse(hcps: int, seed: int) -> Path:
     tmp.rename(target)
     print(f"  {n:,} events in {time.perf_counter() - t:.0f}s", flush=True)
     return target
-
-
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    """Median seconds of ``repeat`` runs, and the last result."""
-    times = []
-    out: Any = None
-    for _ in range(repeat):
-        gc.collect()
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
-
-
-def cpu_seconds() -> float:
-    """User + system CPU time of this process so far (all its threads, DuckDB's too)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def alternate(
-    fns: dict[str, Callable[[], Any]], repeat: int, peer_repeat: dict[str, int] | None = None
-) -> dict[str, tuple[float, float, Any]]:
-    """Median wall and CPU seconds of each function and its last result, the functions
-    run in turn within each round so that a busy spell of a shared machine falls on
-    every side; the order rotates from round to round (what runs right after the
-    peer pays for the memory the peer handed back). ``peer_repeat`` caps a slow
-    side's runs."""
-    walls: dict[str, list[float]] = {k: [] for k in fns}
-    cpus: dict[str, list[float]] = {k: [] for k in fns}
-    outs: dict[str, Any] = {}
-    names = list(fns)
-    for i in range(repeat):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            fn = fns[name]
-            if i >= (peer_repeat or {}).get(name, repeat):
-                continue
-            gc.collect()
-            c, t = cpu_seconds(), time.perf_counter()
-            outs[name] = fn()
-            walls[name].append(time.perf_counter() - t)
-            cpus[name].append(cpu_seconds() - c)
-    return {k: (statistics.median(walls[k]), statistics.median(cpus[k]), outs[k]) for k in fns}
-
-
-def load_avg() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
 def main() -> None:

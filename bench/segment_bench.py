@@ -37,12 +37,8 @@ Peers on the same data in the same run:
 from __future__ import annotations
 
 import argparse
-import gc
-import os
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 import numpy as np  # noqa: E402
-from common import ensure_drop, open_engine  # noqa: E402
+from common import ensure_drop, load_avg, open_engine, timed, truth_events  # noqa: E402
 
 
 def ensure_warehouse(hcps: int, seed: int) -> Path:
@@ -73,16 +69,7 @@ def ensure_warehouse(hcps: int, seed: int) -> Path:
                          order_by=["hcp_id", "record_id"])
         ix = con.read_csv(str(drop / "interactions.csv"), table_name="interactions_csv",
                           all_varchar=True)
-        j = ix.inner_join(ids, "record_id")
-        events = j.select(
-            "hcp_id", "event_id", "record_id",
-            ts=j.ts.cast("timestamp('UTC')").cast("timestamp"),
-            channel=j.channel, action=j.action, direction=j.direction, team=j.team,
-            owner_id=j.owner_id, content_id=j.content_id, campaign_id=j.campaign_id,
-            duration_s=j.duration_s.cast("float64"), value_usd=j.value_usd.cast("float64"),
-            topic=j.topic, attributes=ibis_null_string(),
-        )
-        eng.create("events", events, order_by=["hcp_id", "ts", "event_id"])
+        eng.create("events", truth_events(ix, ids), order_by=["hcp_id", "ts", "event_id"])
         tr = con.read_csv(str(drop / "_truth" / "person_traits.csv"), table_name="traits_csv",
                           all_varchar=True)
         golden = tr.select(
@@ -106,29 +93,6 @@ def ensure_warehouse(hcps: int, seed: int) -> Path:
     tmp.rename(target)
     print(f"  {n:,} events in {time.perf_counter() - t:.0f}s", flush=True)
     return target
-
-
-def ibis_null_string() -> Any:
-    import ibis
-
-    return ibis.null("string")
-
-
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    """Median seconds of ``repeat`` runs, and the last result."""
-    times = []
-    out: Any = None
-    for _ in range(repeat):
-        gc.collect()
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
-
-
-def load_avg() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
 def pandas_features(df: Any, offsets: Any, content: Any) -> dict[str, Any]:
