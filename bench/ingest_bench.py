@@ -9,7 +9,7 @@ Each run is a fresh subprocess, so peak memory (ru_maxrss) is per run. Runs
 alternate ours/peer to share machine noise. Prints the speed ratio
 (peer seconds / our seconds; target >= 0.7) and the peak memory (target <= 4 GiB).
 
-    python bench/ingest_bench.py --hcps 100000 --repeat 2
+    python bench/ingest_bench.py --hcps 100000 --repeat 5
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hcps", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     drop = ensure_drop(args.hcps, args.seed)
     size = (drop / "interactions.csv").stat().st_size

@@ -175,6 +175,31 @@ def test_same_drop_twice_changes_nothing(base, loaded, factory) -> None:
     assert loaded.snapshot() == before
 
 
+def test_workspace_with_sha256_digests_still_loads_idempotently(base, loaded) -> None:
+    """A workspace from before BLAKE3 digests: its loads column is renamed in place and
+    the same drop, no longer recognised by its bytes, is recognised by its keys."""
+    _, drop, _ = base
+    with loaded.engine() as eng:
+        eng.backend.raw_sql(
+            "ALTER TABLE loads RENAME COLUMN digest TO sha256; "
+            "UPDATE loads SET sha256 = repeat('ab', 32)"
+        )
+    before = loaded.snapshot()
+    again = loaded.ingest(drop.path)
+    assert {r.status for r in again.values()} == {"loaded"}
+    assert sum(r.loaded for r in again.values()) == 0
+    assert sum(r.duplicates for r in again.values()) > 0
+    after = loaded.snapshot()
+    for table in ("hcps", "content", "interactions", "consents", "outcomes", "feedback",
+                  "relationships"):
+        assert after[table] == before[table], table
+    digests = [r["digest"] for r in after["loads"]]
+    assert sum(d == "ab" * 32 for d in digests) == 7
+    assert sum(d.startswith("blake3:") for d in digests) == 7
+    # and now the drop is known by its bytes again
+    assert {r.status for r in loaded.ingest(drop.path).values()} == {"already loaded"}
+
+
 def test_same_rows_in_another_file_are_duplicates(base, loaded, factory, sample) -> None:
     drop = factory.drop("resend")
     tables = ("hcps", "interactions", "consents", "relationships")

@@ -217,3 +217,25 @@ def test_values_the_reader_types_match_the_staged_path(factory, ts_of, numbers) 
     fast, staged = both_paths(factory, drop.path)
     assert same(fast, staged)
     assert len(fast["interactions"]) + len({q["line"] for q in fast["quarantine"]}) == 12
+
+
+def test_enumerations_are_checked_by_the_reader_and_stored_as_text(factory, staged_calls) -> None:
+    """The one-pass reader reads enumerated columns as the allowed values only (declared
+    ones too, a quote and a comma included) and stores them as text, as the staged path."""
+    odd = "o'neil, md"
+    fast_ws = factory.workspace("fast-enum", channels=[odd])
+    staged_ws = factory.workspace("staged-enum", channels=[odd])
+    drop = factory.drop("declared")
+    drop.sample("hcps")
+    quoted = '"' + odd.replace('"', '""') + '"'
+    lines = [event_line(i, channel=quoted if i % 2 else "email") for i in range(8)]
+    drop.text("interactions.csv", ",".join(INTERACTIONS_HEADER) + "\n" + "\n".join(lines) + "\n")
+    fast = load(fast_ws, [drop.path], optimistic=True)
+    staged = load(staged_ws, [drop.path], optimistic=False)
+    assert staged_calls == ["hcps.csv", "interactions.csv"]  # only the staged workspace
+    assert same(fast, staged)
+    assert {r["channel"] for r in fast["interactions"]} == {odd, "email"}
+    with fast_ws.engine() as eng:
+        types = eng.backend.raw_sql(
+            "SELECT DISTINCT typeof(channel), typeof(action) FROM interactions").fetchall()
+    assert types == [("VARCHAR", "VARCHAR")]

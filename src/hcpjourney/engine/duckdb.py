@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,12 +55,16 @@ _WHITESPACE = "".join(map(chr, (9, 10, 11, 12, 13, 32, 133, 160, 5760, *range(81
 def _edge_space(col: str) -> str:
     """SQL: the text in ``col`` starts or ends with whitespace (null when ``col`` is null).
 
-    The first character's code rules most values out before the exact search in a
-    constant string (DuckDB turns a long IN list into a join, many times slower).
+    Two comparisons of the text's first bytes rule most values out before the exact
+    search in a constant string (DuckDB turns a long IN list into a join, many times
+    slower): text compares bytewise, so ``col < '!'`` holds when the first character
+    is a control character or a space (or the text is empty) and ``col >= chr(133)``
+    when its code point is 133 or more, where Unicode whitespace other than ASCII's
+    lies. Cheaper than ``ascii(col)``, which decodes the first character.
     """
     ws = f"'{_WHITESPACE}'"
     first = (
-        f"CASE WHEN ascii({col}) <= 32 OR ascii({col}) >= 133 "
+        f"CASE WHEN {col} < '!' OR {col} >= chr(133) "
         f"THEN contains({ws}, {col}[1]) ELSE false END"
     )
     return f"({first} OR contains({ws}, {col}[-1]))"
@@ -178,6 +183,35 @@ class DuckDBEngine:
     def count(self, expr: ir.Table) -> int:
         return int(self.backend.execute(expr.count()))
 
+    def has_repeats(self, expr: ir.Table, column: str) -> bool:
+        """Whether a value of the text ``column`` of ``expr`` occurs more than once.
+
+        Why not a GROUP BY: grouping 10M keys (even as 64-bit hashes) costs DuckDB
+        about 3 CPU-seconds; sorting their hashes in numpy costs a third of that
+        (two halves sorted on two threads, then each value of one half looked up
+        in the other). Equal hashes are then checked on the text itself.
+        """
+        keys = expr.filter(expr[column].notnull())
+        sql = self._sql(keys.select(_h=hash64(keys[column])))
+        hashes = self._raw.execute(sql).fetchnumpy()
+        h = np.asarray(hashes["_h"], dtype=np.uint64)
+        a, b = h[: len(h) // 2], h[len(h) // 2 :]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(np.ndarray.sort, (a, b)))  # numpy's sort releases the GIL
+
+            def in_a(part: np.ndarray) -> bool:
+                pos = np.minimum(np.searchsorted(a, part), len(a) - 1)
+                return bool((a[pos] == part).any())
+
+            m = len(b) // 2
+            clash = any(bool((x[1:] == x[:-1]).any()) for x in (a, b)) or (
+                len(a) > 0 and any(pool.map(in_a, (b[:m], b[m:])))
+            )
+        if not clash:
+            return False
+        again = keys.select(column).group_by(column).aggregate(_n=ibis._.count()).filter(ibis._._n > 1)
+        return self.count(again) > 0
+
     def to_pyarrow(self, expr: ir.Expr) -> pa.Table:
         return self.backend.to_pyarrow(expr)
 
@@ -249,7 +283,7 @@ class DuckDBEngine:
         guard: str,
         order_by: Sequence[str],
         clean: Sequence[str] = (),
-        typed: Mapping[str, str] = {},
+        typed: Mapping[str, str | tuple[str, ...]] = {},
         on_progress: Progress | None = None,
     ) -> ir.Table:
         """Load a CSV file that is expected to be clean into table ``name`` with DuckDB's
@@ -259,8 +293,10 @@ class DuckDBEngine:
         file carry their load and their key as lineage, not a line) and must return the
         rows to store plus a boolean ``_broken`` column. The reader itself types
         the ``typed`` columns ("number": float64; "timestamp": a UTC timestamp,
-        when the file's first rows show one strict ISO-8601 layout, else text), so
-        a value it cannot read in that type stops the load. The load is optimistic:
+        when the file's first rows show one strict ISO-8601 layout, else text; a
+        tuple of values: one of them exactly, as an ENUM, which also keeps the sort
+        small: stored as text again once sorted), so a value it cannot read in that
+        type stops the load. The load is optimistic:
         it raises ``NotClean`` (and writes nothing) as soon as a row is broken, a
         ``clean`` column would need cleaning (edge whitespace), or the reader
         cannot parse the file the strict RFC 4180 way; callers then take the
@@ -271,9 +307,16 @@ class DuckDBEngine:
         """
         header = _read_header(path)
         types = {c: "VARCHAR" for c in header}
+        enums = []
         for c in header:
-            if typed.get(c) == "number":
+            kind = typed.get(c)
+            if kind == "number":
                 types[c] = "DOUBLE"
+            elif isinstance(kind, tuple) and kind:
+                # ENUM('a', 'b') inside the quoted columns={...} map: quotes doubled twice
+                values = ", ".join("''" + _sql_quote(_sql_quote(v)) + "''" for v in kind)
+                types[c] = f"ENUM({values})"
+                enums.append(c)
         ts_cols = [c for c in header if typed.get(c) == "timestamp"]
         layout = _timestamp_layout(path, header, ts_cols) if ts_cols else None
         options = ""
@@ -313,16 +356,23 @@ class DuckDBEngine:
         )
         ibis_types = {"VARCHAR": "string", "DOUBLE": "float64", "TIMESTAMP": "timestamp",
                       "TIMESTAMPTZ": "timestamp"}
-        schema = ibis.schema(
-            [*((c, ibis_types[types[c]]) for c in header), (LINE, "int64"), (RAW, "string")]
-        )
+        # an ENUM column reads as text in expressions (DuckDB casts it where needed)
+        schema = ibis.schema([
+            *((c, "string" if c in enums else ibis_types[types[c]]) for c in header),
+            (LINE, "int64"), (RAW, "string"),
+        ])
         rows = build(ibis.table(schema, name=src))
         guarded = f'CASE WHEN "_broken" THEN error(\'{_NOT_CLEAN}\') ELSE "{guard}" END'
         order = ", ".join(f'"{c}"' for c in order_by)
-        sql = (
-            f'CREATE OR REPLACE TABLE "{name}" AS SELECT * EXCLUDE ("_broken") '
-            f'REPLACE ({guarded} AS "{guard}") FROM ({self._sql(rows)}) ORDER BY {order}'
+        sorted_rows = (
+            f'SELECT * EXCLUDE ("_broken") REPLACE ({guarded} AS "{guard}") '
+            f"FROM ({self._sql(rows)}) ORDER BY {order}"
         )
+        stored = [c for c in enums if c in rows.columns]
+        if stored:
+            as_text = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in stored)
+            sorted_rows = f"SELECT * REPLACE ({as_text}) FROM ({sorted_rows})"
+        sql = f'CREATE OR REPLACE TABLE "{name}" AS {sorted_rows}'
         try:
             with _progress(self._raw, on_progress):
                 self._raw.execute(sql)
@@ -335,6 +385,9 @@ class DuckDBEngine:
 
     def rename(self, name: str, new_name: str) -> None:
         self._raw.execute(f'ALTER TABLE "{name}" RENAME TO "{new_name}"')
+
+    def rename_column(self, table: str, column: str, new_name: str) -> None:
+        self._raw.execute(f'ALTER TABLE "{table}" RENAME COLUMN "{column}" TO "{new_name}"')
 
     def _open_csv(
         self, path: Path, header: list[str], *, tolerate: bool

@@ -8,15 +8,15 @@ row never duplicates.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import blake3
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
@@ -53,7 +53,7 @@ LOADS_SCHEMA = ibis.schema(
         ("table", "string"),
         ("file", "string"),
         ("path", "string"),
-        ("sha256", "string"),
+        ("digest", "string"),  # "blake3:" + hex of the file's bytes (see Source.digest)
         ("rows", "int64"),
         ("loaded", "int64"),
         ("duplicates", "int64"),
@@ -88,7 +88,12 @@ class Source:
     data: pa.Table | None = None  # text columns plus "_line"
 
     def digest(self) -> str:
-        h = hashlib.sha256()
+        """What says two inputs are the same bytes for the same table.
+
+        BLAKE3, a cryptographic hash three times as fast as SHA-256 here (0.5 s
+        against 1.5 s for a 1.4 GB file), on one thread: it runs beside the load.
+        """
+        h = blake3.blake3()
         if self.path is not None:
             with open(self.path, "rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 22), b""):
@@ -100,7 +105,7 @@ class Source:
                 writer.write_table(self.data)
             h.update(sink.getvalue().to_pybytes())
             h.update(self.table.encode())
-        return h.hexdigest()
+        return "blake3:" + h.hexdigest()
 
 
 def table_for_file(path: Path) -> TableSpec | None:
@@ -159,7 +164,10 @@ class Loader:
         self.optimistic = optimistic
         self.now = now or datetime.now(UTC).replace(tzinfo=None)
         engine.create_empty(QUARANTINE, QUARANTINE_SCHEMA)
-        engine.create_empty(LOADS, LOADS_SCHEMA)
+        if "sha256" in engine.create_empty(LOADS, LOADS_SCHEMA).columns:
+            # a workspace made before BLAKE3 digests: its SHA-256 ones never equal one,
+            # so a file it loaded is checked again row by row (keys keep that idempotent)
+            engine.rename_column(LOADS, "sha256", "digest")
         for spec in schemas.TABLES:
             engine.create_empty(spec.name, validate.stored_schema(spec))
 
@@ -251,7 +259,7 @@ class Loader:
     def _already_loaded(self, spec: TableSpec, digest: str) -> bool:
         loads = self.engine.table(LOADS)
         return bool(self.engine.count(
-            loads.filter((loads.sha256 == digest) & (loads.table == spec.name))
+            loads.filter((loads.digest == digest) & (loads.table == spec.name))
         ))
 
     def _rules(self) -> validate.Rules:
@@ -283,6 +291,9 @@ class Loader:
         eng = self.engine
         load_id = uuid.uuid4().hex[:12]
         rules = self._rules()
+        typed = validate.reader_types(spec, rules)
+        rules = replace(rules, checked_by_reader=frozenset(
+            c for c, kind in typed.items() if isinstance(kind, tuple)))
 
         def build(raw: ir.Table) -> ir.Table:
             rows = validate.optimistic_rows(transform(raw), spec, rules)
@@ -295,12 +306,16 @@ class Loader:
             with eng.transaction():
                 new = eng.create_from_csv(
                     path, NEW_ROWS, build=build, guard=key[0], order_by=spec.sort,
-                    clean=validate.edge_sensitive_columns(spec), typed=validate.reader_types(spec),
+                    clean=validate.edge_sensitive_columns(spec), typed=typed,
                     on_progress=on_progress,
                 )
                 if self._already_loaded(spec, digest()):
                     raise NotClean("the file is already loaded")
-                if eng.count(_repeated_keys(new.select(*key), key)):
+                repeats = (
+                    eng.has_repeats(new, key[0]) if len(key) == 1
+                    else eng.count(_repeated_keys(new.select(*key), key)) > 0
+                )
+                if repeats:
                     raise NotClean("a key repeats in the file")
                 rows = eng.count(new)
                 stored = eng.table(spec.name)
@@ -329,7 +344,7 @@ class Loader:
             ibis.memtable(
                 {
                     schemas.LOAD_ID: [load_id], "table": [spec.name], "file": [src.file],
-                    "path": [str(src.path) if src.path else src.file], "sha256": [digest],
+                    "path": [str(src.path) if src.path else src.file], "digest": [digest],
                     "rows": [r.rows], "loaded": [r.loaded], "duplicates": [r.duplicates],
                     "quarantined": [r.quarantined], "loaded_at": [self.now],
                 },
