@@ -293,7 +293,7 @@ class Loader:
         rules = self._rules()
         typed = validate.reader_types(spec, rules)
         rules = replace(rules, checked_by_reader=frozenset(
-            c for c, kind in typed.items() if isinstance(kind, tuple)))
+            c for c, kind in typed.items() if isinstance(kind, tuple) and kind))
 
         def build(raw: ir.Table) -> ir.Table:
             rows = validate.optimistic_rows(transform(raw), spec, rules)
