@@ -190,7 +190,6 @@ class Loader:
     def load(self, src: Source, on_progress: Progress | None = None) -> FileResult:
         spec = schemas.BY_NAME[src.table]
         label = str(src.path) if src.path is not None else src.file
-        transform = self._transform(spec, label)
         is_csv = src.path is not None and src.path.suffix.lower() == ".csv"
         fast = src.path if self.optimistic and is_csv else None
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -217,6 +216,7 @@ class Loader:
 
         stage = f"__stage_{spec.name}"
         load_id = uuid.uuid4().hex[:12]
+        transform = self._transform(spec, label)
         ragged: list[dict[str, Any]] = []
         clean = spec.names
         if src.data is not None:
