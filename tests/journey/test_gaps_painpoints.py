@@ -401,9 +401,11 @@ def test_contact_fatigue_matches_the_reference(world: World, period: str) -> Non
     labels = {r["min_contacts"]: r["bin"] for r in got}
     assert labels[1] == "1" and labels.get(4, "4-5") == "4-5"
     if period == "month":
-        # the simulator's fatigue: the same HCP answers less when contacted more
+        # the simulator's fatigue: the same HCP answers less when contacted more (the
+        # least-contacted months sit near 1, within a few percent either way)
         big = [r for r in got if r["hcp_periods"] >= 50]
-        assert big[0]["relative_response"] > 1.0 > big[-1]["relative_response"]
+        assert big[0]["relative_response"] > big[-1]["relative_response"] + 0.05
+        assert big[-1]["relative_response"] < 0.95
 
 
 def test_contact_fatigue_per_segment_and_bad_options(world: World) -> None:

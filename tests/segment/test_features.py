@@ -14,11 +14,13 @@ import pytest
 
 from hcpjourney.identity.timezones import STATE_UTC_OFFSET
 from hcpjourney.segment.features import (
+    CONTENT_RESPONSE,
     ENGAGED_ACTIONS,
     HCP_TIMED_ACTIONS,
     RESPONSE_RULES,
     SEGMENT_FEATURES,
     build_features,
+    content_rate_name,
     model_matrix,
     slug,
 )
@@ -36,7 +38,11 @@ def built(sim_world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[W
             "features": {r["hcp_id"]: r for r in rows},
             "columns": fs.columns,
             "events": eng.to_pyarrow(eng.table("events").select(
-                "hcp_id", "ts", "channel", "action", "direction", "content_id", "topic")).to_pylist(),
+                "hcp_id", "record_id", "ts", "channel", "action", "direction", "content_id",
+                "topic")).to_pylist(),
+            "sources": {r["record_id"]: (r["hcp_id"], r["source"]) for r in eng.to_pyarrow(
+                eng.table("identities").inner_join(eng.table("hcps"), "record_id")
+                .select("record_id", "hcp_id", "source")).to_pylist()},
             "golden": eng.to_pyarrow(eng.table("golden").select("hcp_id", "state")).to_pylist(),
             "content": eng.to_pyarrow(eng.table("content").select(
                 "content_id", "theme", "tonality", "format")).to_pylist(),
@@ -220,3 +226,59 @@ def test_model_matrix_is_standardised_and_clr(built: tuple[World, dict[str, Any]
     lg = np.log(cols["rate_email"] / (1 - cols["rate_email"]))
     assert np.allclose(mm.X[:, j], (lg - lg.mean()) / lg.std(), atol=1e-9)
     assert not math.isnan(float(mm.X[:, mm.names.index("cnt_hour__h00")].sum()))
+
+
+def test_responses_by_content_theme_match_reference(built: tuple[World, dict[str, Any]]) -> None:
+    """att/resp of each content-carrying channel per theme of the content sent, summing to
+    the channel's own counts."""
+    _, d = built
+    theme = {c["content_id"]: c["theme"] for c in d["content"]}
+    ref: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in d["events"]:
+        rule = RESPONSE_RULES.get(r["channel"])
+        if rule is None or r["content_id"] is None or r["content_id"] not in theme:
+            continue
+        name = content_rate_name(r["channel"], "theme", slug(theme[r["content_id"]]))
+        ref[r["hcp_id"]][f"att_{name}"] += r["action"] in rule[0]
+        ref[r["hcp_id"]][f"resp_{name}"] += r["action"] in rule[1]
+    split = [c for c in d["columns"] if c.block == CONTENT_RESPONSE]
+    channels = {c.name[len("rate_"):].split("__")[0] for c in split}
+    with_content = Counter(r["channel"] for r in d["events"] if r["content_id"] is not None
+                           and r["action"] in RESPONSE_RULES.get(r["channel"], ((), ()))[0])
+    assert channels == {ch for ch, n in with_content.items() if n >= 20} >= {"email", "f2f_visit"}
+    assert len(split) == len(channels) * len({c["theme"] for c in d["content"]})
+    opened = 0
+    for hcp, row in d["features"].items():
+        for c in split:
+            att, resp = c.count, "resp_" + c.name[len("rate_"):]
+            assert (row[att], row[resp]) == (ref[hcp][att], ref[hcp][resp]), (hcp, c.name)
+            opened += row[resp]
+        # every email sent carries content: the parts sum to the channel's counts
+        email = [c for c in split if c.name.startswith("rate_email__")]
+        assert sum(row[c.count] for c in email) == row["att_email"]
+        assert sum(row["resp_" + c.name[len("rate_"):]] for c in email) == row["resp_email"]
+    assert opened > 1000
+
+
+def test_inbound_volume_only_where_a_source_records_the_channel(
+        built: tuple[World, dict[str, Any]]) -> None:
+    _, d = built
+    carried: dict[str, set[str]] = defaultdict(set)  # source -> inbound channels it records
+    for r in d["events"]:
+        if r["direction"] == "inbound":
+            carried[d["sources"][r["record_id"]][1]].add(r["channel"])
+    reach: dict[str, set[str]] = defaultdict(set)
+    for hcp, source in d["sources"].values():
+        reach[hcp] |= carried[source]
+    seen = [c for c in d["columns"] if c.name.startswith("log_seen_")]
+    assert {c.name for c in seen} >= {"log_seen_web", "log_seen_congress"}
+    empty = 0
+    for hcp, row in d["features"].items():
+        for c in seen:
+            ch = c.name[len("log_seen_"):]
+            if ch in {slug(x) for x in reach[hcp]}:
+                assert row[c.name] == pytest.approx(math.log1p(row[f"in_{ch}"]))
+            else:
+                assert row[c.name] is None and row[f"in_{ch}"] == 0
+                empty += 1
+    assert empty > 500  # many HCPs no web source knows

@@ -8,7 +8,12 @@ from sklearn.base import clone
 from sklearn.metrics import adjusted_rand_score
 
 from hcpjourney.errors import HcpjError
-from hcpjourney.segment.mixture import LatentClassMixture, infer_blocks, match_labels
+from hcpjourney.segment.mixture import (
+    DEFAULT_EXCLUDE,
+    LatentClassMixture,
+    infer_blocks,
+    match_labels,
+)
 
 THETA = np.array([
     [0.40, 0.25, 0.15, 0.08, 0.05, 0.03, 0.02, 0.02],
@@ -40,7 +45,7 @@ def synthetic(n: int = 3000, *, mixed: float = 0.2, events: int = 25, rho: float
     score[rng.random(n) < 0.3] = np.nan
     cols = {f"cnt_block__p{j}": counts[:, j].astype(float) for j in range(THETA.shape[1])}
     cols |= {"att_email": att.astype(float), "resp_email": resp.astype(float),
-             "score_x": score, "log_ignored": rng.normal(size=n), "cnt_direction__a": counts[:, 0],
+             "score_x": score, "log_in_web": rng.normal(size=n), "cnt_direction__a": counts[:, 0],
              "cnt_direction__b": counts[:, 1]}
     return cols, z, mix, W
 
@@ -50,6 +55,10 @@ def test_blocks_follow_the_column_names() -> None:
     blocks = infer_blocks(list(cols), exclude=("log_*", "direction"))
     kinds = {(b.kind, b.name) for b in blocks}
     assert kinds == {("binomial", "email"), ("multinomial", "block"), ("gaussian", "score_x")}
+    # by default raw volumes are left out, but an inbound volume where a source records
+    # the channel (log_seen_*) is modelled
+    default = infer_blocks([*cols, "log_seen_web", "log_n_events"], exclude=DEFAULT_EXCLUDE)
+    assert {(b.kind, b.name) for b in default} == kinds | {("gaussian", "log_seen_web")}
 
 
 def test_estimator_contract() -> None:

@@ -235,7 +235,7 @@ def test_truth_segments(data: dict[str, pd.DataFrame]) -> None:
     mixed = s["secondary_segment"] != ""
     assert 0.10 < mixed.mean() < 0.20
     pw = s.loc[mixed, "segment_weight"].astype(float)
-    assert pw.between(0.5, 0.7).all()
+    assert pw.between(0.6, 0.8).all()
     assert s.loc[~mixed, "segment_weight"].astype(float).eq(1.0).all()
 
 

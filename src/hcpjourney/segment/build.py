@@ -39,7 +39,13 @@ import pyarrow as pa
 from hcpjourney.engine import Engine
 from hcpjourney.errors import HcpjError, NotBuiltError
 from hcpjourney.identity.golden import GOLDEN
-from hcpjourney.segment.features import EVENTS, FeatureOptions, FeatureSet, build_features
+from hcpjourney.segment.features import (
+    CONTENT_RESPONSE,
+    EVENTS,
+    FeatureOptions,
+    FeatureSet,
+    build_features,
+)
 from hcpjourney.segment.grid import build_grid
 from hcpjourney.segment.mixture import LatentClassMixture, infer_blocks, match_labels
 from hcpjourney.segment.personas import ASSIGNMENTS, SEGMENTS, build_personas
@@ -79,6 +85,12 @@ def default_model(fs: FeatureSet, n_segments: int | None = None,
         # an event's topic restates its content's theme, measured better by the content
         # blocks; counted twice it would weigh double
         est.set_params(exclude=(*est.exclude, "topic"))
+    # a channel whose responses are split by content (email by theme) is modelled by the
+    # parts; its single rate would count every response twice
+    split = sorted({c.name[len("rate_"):].split("__", 1)[0] for c in fs.columns
+                    if c.block == CONTENT_RESPONSE})
+    if split:
+        est.set_params(exclude=(*est.exclude, *split))
     return est
 
 

@@ -52,13 +52,14 @@ import numpy as np
 from hcpjourney.contract import schemas
 from hcpjourney.engine import Engine
 from hcpjourney.errors import NotBuiltError
-from hcpjourney.identity.golden import GOLDEN, identities
+from hcpjourney.identity.golden import GOLDEN, IDENTITIES, identities
 from hcpjourney.identity.timezones import with_utc_offset
 
 EVENTS = "events"
 STAGE_ENTRIES = "stage_entries"
 SEGMENT_FEATURES = "segment_features"
 FEATURE_COLUMNS = "segment_feature_columns"  # name, kind, block, label, count of each feature
+CONTENT_RESPONSE = "content_response"  # block of the per-content-attribute response rates
 
 # channel -> (attempt actions, response actions)
 RESPONSE_RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -116,6 +117,9 @@ class FeatureOptions:
     attribute_keys: tuple[str, ...] = ("manufacturer",)  # event attributes profiled
     max_questions: int = 12  # attitude questions kept (most answered)
     min_rate_attempts: int = 20  # a channel rate needs this many attempts in the data
+    # content attribute by which the response rates of content-carrying channels (an
+    # email's theme ...) are split; None keeps one rate per channel
+    response_by: str | None = "theme"
 
 
 @dataclass
@@ -186,21 +190,26 @@ class _Vocab:
     content: dict[str, list[str]]
     has_value: bool
     combos: list[tuple[str, str, str]]  # (channel, action, direction); "" for missing
+    # channels whose attempts carry content: {channel: (attempt, response actions)}
+    content_rates: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
 
 
 def _vocabulary(engine: Engine, ev: ir.Table, opt: FeatureOptions) -> _Vocab:
     g = ev.group_by(["channel", "action", "direction"]).aggregate(
-        n=ev.count(), n_value=ev.value_usd.count())
+        n=ev.count(), n_value=ev.value_usd.count(), n_content=ev.content_id.count())
     rows = engine.to_pyarrow(g).to_pylist()
     by_channel: dict[str, int] = {}
     inbound: set[str] = set()
     n_by: dict[tuple[str, str], int] = {}
+    n_content: dict[str, int] = {}
     for r in rows:
         ch = r["channel"]
         if not ch:
             continue
         by_channel[ch] = by_channel.get(ch, 0) + int(r["n"])
         n_by[(ch, r["action"])] = n_by.get((ch, r["action"]), 0) + int(r["n"])
+        if r["action"] in RESPONSE_RULES.get(ch, ((), ()))[0]:
+            n_content[ch] = n_content.get(ch, 0) + int(r["n_content"])
         if r["direction"] == "inbound":
             inbound.add(ch)
     channels = sorted(by_channel, key=lambda c: (-by_channel[c], c))[:40]
@@ -227,8 +236,12 @@ def _vocabulary(engine: Engine, ev: ir.Table, opt: FeatureOptions) -> _Vocab:
                 content[attr] = vals
     has_value = any(int(r["n_value"]) for r in rows)
     combos = sorted({(r["channel"] or "", r["action"] or "", r["direction"] or "") for r in rows})
+    content_rates = {ch: RESPONSE_RULES[ch] for ch in rates if ch in RESPONSE_RULES
+                     and n_content.get(ch, 0) >= opt.min_rate_attempts}
+    if opt.response_by not in content:
+        content_rates = {}
     return _Vocab(channels, [c for c in channels if c in inbound], rates, topics, attrs, content,
-                  has_value, combos)
+                  has_value, combos, content_rates)
 
 
 def _as_int64(x: ir.IntegerValue) -> ir.IntegerValue:
@@ -247,7 +260,8 @@ def _codes_in(code: ir.IntegerValue, codes: Sequence[int]) -> ir.BooleanValue | 
     return code.isin(list(codes)) if len(codes) > 1 else code == codes[0]
 
 
-def _event_counts(engine: Engine, ev: ir.Table, golden: ir.Table, voc: _Vocab, max_topics: int
+def _event_counts(engine: Engine, ev: ir.Table, golden: ir.Table, voc: _Vocab, max_topics: int,
+                  response_by: str | None = None
                   ) -> tuple[ir.Table, dict[str, list[tuple[str, str, str]]]]:
     """Temp table of raw counts per HCP, and the share blocks' parts.
 
@@ -313,7 +327,8 @@ def _event_counts(engine: Engine, ev: ir.Table, golden: ir.Table, voc: _Vocab, m
     if voc.content:
         ct = engine.table(schemas.CONTENT.name)
         cv = ct.select("content_id", *[ct[a].name(f"_c_{a}") for a in voc.content])
-        cv = cv.distinct(on="content_id", keep="first")
+        cv = engine.create("_segment_content", cv.distinct(on="content_id", keep="first"),
+                           temp=True)
         # content the HCP chose (inbound: web and portal views, downloads, social): what a
         # company sends depends on its campaigns, not on the HCP's taste
         ce = ev.filter((ev.direction == "inbound") & ev.content_id.notnull())
@@ -325,6 +340,8 @@ def _event_counts(engine: Engine, ev: ir.Table, golden: ir.Table, voc: _Vocab, m
             for v, sl in zip(vals, _unique_slugs(vals), strict=True):
                 aggs[part(attr, sl, v)] = cl.n.sum(where=col == v)
         pivots.append((cl.group_by("hcp_id").aggregate(**aggs), list(aggs)))
+        if voc.content_rates and response_by:
+            pivots.append(_content_responses(ev, cv, voc, response_by))
 
     # ---- topics (nature of payment in Open Payments) ----------------------------------
     te = ev.filter(ev.topic.notnull() & (ev.topic.strip() != ""))
@@ -370,6 +387,58 @@ def _event_counts(engine: Engine, ev: ir.Table, golden: ir.Table, voc: _Vocab, m
     return engine.create("_segment_counts", t, temp=True), blocks
 
 
+def content_rate_name(channel: str, attribute: str, value_slug: str) -> str:
+    """Name (after ``att_`` / ``resp_`` / ``rate_``) of a channel's response rate to content
+    with one value of a content attribute: ``email__theme__safety``."""
+    return f"{slug(channel)}__{attribute}__{value_slug}"
+
+
+def _content_responses(ev: ir.Table, cv: ir.Table, voc: _Vocab, attr: str
+                       ) -> tuple[ir.Table, list[str]]:
+    """Attempts and responses of the content-carrying channels per value of ``attr``.
+
+    An email's theme changes whether it is opened as much as the HCP's liking for
+    email does: the simulator's segments differ by up to 2.5 logits per theme.
+    The channel's single rate (``att_email`` / ``resp_email``) is the sum of these.
+    """
+    actions = sorted({a for att, resp in voc.content_rates.values() for a in (*att, *resp)})
+    ce = ev.filter(_isin(ev.channel, list(voc.content_rates)) & _isin(ev.action, actions)
+                   & ev.content_id.notnull())
+    cl = ce.group_by(["hcp_id", "channel", "action", "content_id"]).aggregate(n=ce.count())
+    cl = cl.inner_join(cv, "content_id")
+    vals = voc.content[attr]
+    aggs: dict[str, ir.Scalar] = {}
+    for ch, (att, resp) in voc.content_rates.items():
+        for v, sl in zip(vals, _unique_slugs(vals), strict=True):
+            this = (cl.channel == ch) & (cl[f"_c_{attr}"] == v)
+            name = content_rate_name(ch, attr, sl)
+            aggs[f"att_{name}"] = cl.n.sum(where=this & _isin(cl.action, att))
+            aggs[f"resp_{name}"] = cl.n.sum(where=this & _isin(cl.action, resp))
+    return cl.group_by("hcp_id").aggregate(**aggs), list(aggs)
+
+
+def _reach(engine: Engine, ev: ir.Table, channels: Sequence[str]) -> ir.Table | None:
+    """Temp table hcp_id, _reach_<channel>: whether one of the HCP's records comes from a
+    source that records HCP-initiated events of the channel.
+
+    An HCP that no web source knows has no web visits in the data however much it
+    reads online: its inbound volume says something about its behaviour only where
+    a source could have recorded it (``log_seen_*`` is empty elsewhere).
+    """
+    if not channels or not engine.has_table(schemas.HCPS.name) \
+            or not engine.has_table(IDENTITIES):
+        return None
+    rec = engine.table(schemas.HCPS.name).select("record_id", "source")
+    ib = ev.filter(ev.direction == "inbound")
+    carried = ib.select("record_id", "channel").distinct().inner_join(rec, "record_id")
+    carried = carried.select("channel", "source").distinct()
+    held = identities(engine).inner_join(rec, "record_id").select("hcp_id", "source").distinct()
+    r = held.inner_join(carried, "source")
+    per = r.group_by("hcp_id").aggregate(**{
+        f"_reach_{slug(ch)}": (r.channel == ch).any() for ch in channels})
+    return engine.create("_segment_reach", per, temp=True)
+
+
 def _hour_long(engine: Engine, ev: ir.Table, golden: ir.Table) -> ir.Table:
     """Temp table hcp_id, _hour, _dow, n: HCP-timed events per local hour and weekday."""
     e = ev.filter((ev.direction == "inbound") | _isin(ev.action, HCP_TIMED_ACTIONS))
@@ -395,7 +464,7 @@ def build_features(engine: Engine, options: FeatureOptions | None = None) -> Fea
     golden = engine.table(GOLDEN)
     ev = engine.table(EVENTS)
     voc = _vocabulary(engine, ev, opt)
-    counts, blocks = _event_counts(engine, ev, golden, voc, opt.max_topics)
+    counts, blocks = _event_counts(engine, ev, golden, voc, opt.max_topics, opt.response_by)
     cols: list[FeatureColumn] = []
 
     # block totals, then population totals (one row) -> literals for shrinkage and smoothing
@@ -408,14 +477,24 @@ def build_features(engine: Engine, options: FeatureOptions | None = None) -> Fea
 
     out: dict[str, ir.Value] = {}
     m = float(opt.prior_contacts)
-    for name, (ch, _att, _resp) in voc.rates.items():
+
+    def rate(name: str, block: str, label: str) -> None:
+        """rate_NAME: responses per attempt shrunk to the population's rate."""
         a, r = feats[f"att_{name}"], feats[f"resp_{name}"]
         den = total[f"att_{name}"]
         p0 = total[f"resp_{name}"] / den if den > 0 else 0.5
         out[f"rate_{name}"] = (r + m * p0) / (a + m)
-        label = (f"{ch.replace('_', ' ')} response rate" if name == ch
-                 else name.replace("_", " ") + " rate")
-        cols.append(FeatureColumn(f"rate_{name}", "rate", "rate", label, count=f"att_{name}"))
+        cols.append(FeatureColumn(f"rate_{name}", "rate", block, label, count=f"att_{name}"))
+
+    for name, (ch, _att, _resp) in voc.rates.items():
+        rate(name, "rate", f"{ch.replace('_', ' ')} response rate" if name == ch
+             else name.replace("_", " ") + " rate")
+    attr = opt.response_by
+    for ch in voc.content_rates if attr else ():
+        vals = voc.content[str(attr)]
+        for v, sl in zip(vals, _unique_slugs(vals), strict=True):
+            rate(content_rate_name(ch, str(attr), sl), CONTENT_RESPONSE,
+                 f"{ch.replace('_', ' ')} response rate, {attr} {v}")
     for name, label in (("n_events", "events"), ("n_engaged", "engaged events")):
         out[f"log_{name}"] = (feats[name] + 1).ln()
         cols.append(FeatureColumn(f"log_{name}", "log", "intensity", f"log(1 + {label})"))
@@ -432,6 +511,19 @@ def build_features(engine: Engine, options: FeatureOptions | None = None) -> Fea
             cols.append(FeatureColumn(col, "share", b, label, count=f"n_{b}"))
     raw = [c for c in feats.columns if c != "hcp_id"]
     result = feats.select("hcp_id", *raw, **out)
+    reach = _reach(engine, ev, voc.inbound_channels)
+    if reach is not None:
+        j = result.left_join(reach, "hcp_id")
+        seen = {}
+        for ch in voc.inbound_channels:
+            c = slug(ch)
+            seen[f"log_seen_{c}"] = ibis.ifelse(
+                ibis.coalesce(j[f"_reach_{c}"], False), (j[f"in_{c}"] + 1).ln(),
+                ibis.null("float64"))
+            cols.append(FeatureColumn(
+                f"log_seen_{c}", "log", "reach",
+                f"log(1 + HCP-initiated {ch.replace('_', ' ')}), where a source records it"))
+        result = j.select(*result.columns, **seen)
 
     survey, survey_cols = _survey_features(engine, opt)
     cols.extend(survey_cols)
@@ -449,7 +541,7 @@ def build_features(engine: Engine, options: FeatureOptions | None = None) -> Fea
         result = result.mutate(stage_max=ibis.coalesce(result.stage_max, -1.0))
     table = engine.create(SEGMENT_FEATURES, result, order_by=["hcp_id"])
     for tmp in ("_segment_counts", "_segment_counts2", "_segment_survey", "_segment_time",
-                "_segment_hours", "_segment_topics"):
+                "_segment_hours", "_segment_topics", "_segment_content", "_segment_reach"):
         engine.drop(tmp)
     spec = ibis.memtable({
         "position": list(range(len(cols))), "name": [c.name for c in cols],
@@ -473,7 +565,7 @@ def load_feature_set(engine: Engine) -> FeatureSet:
 def _survey_features(engine: Engine, opt: FeatureOptions
                      ) -> tuple[ir.Table | None, list[FeatureColumn]]:
     cols: list[FeatureColumn] = []
-    if not engine.has_table(schemas.FEEDBACK.name) or not engine.has_table("identities"):
+    if not engine.has_table(schemas.FEEDBACK.name) or not engine.has_table(IDENTITIES):
         return None, cols
     fb = engine.table(schemas.FEEDBACK.name)
     fb = fb.filter(fb.score.notnull()).inner_join(identities(engine), "record_id")
@@ -579,7 +671,7 @@ def model_matrix(columns: Mapping[str, np.ndarray], spec: Sequence[FeatureColumn
         x = np.asarray(columns[c.name], dtype=float)
         if c.kind == "rate":
             x = _logit(x)
-        elif c.kind in ("score", "stage"):
+        if not np.isfinite(x).all():  # scores, stages, volumes a source cannot see
             mu = np.nanmean(x) if np.isfinite(x).any() else 0.0
             x = np.where(np.isfinite(x), x, mu)
         parts.append(x)

@@ -398,7 +398,7 @@ def build_personas(engine: Engine, columns: Sequence[FeatureColumn]) -> list[Per
     for c in columns:
         if c.kind == "share":
             blocks.setdefault(c.block, []).append(c)
-    rates = [c for c in columns if c.kind == "rate"]
+    rates = [c for c in columns if c.kind == "rate" and c.block == "rate"]
     paths = _typical_paths(engine)
     stage_dist, progress = _stage_figures(engine)
     comments = _comments(engine)

@@ -176,8 +176,11 @@ def _base_params() -> dict[str, Any]:
     return {
         "segments": list(SEGMENTS),
         "segment_shares": [0.32, 0.20, 0.16, 0.17, 0.15],
+        # 15% of people are blends of two segments, "mostly X with some Y": the primary
+        # segment's weight is uniform in 60-80% (a 50/50 person would have no primary
+        # segment to recover; blends drawn 50-70% did, and capped segment recovery)
         "mixed_share": 0.15,
-        "mixed_primary_weight": [0.5, 0.7],
+        "mixed_primary_weight": [0.6, 0.8],
         "channels": list(PREF_CHANNELS),
         "themes": list(THEMES),
         "tonalities": list(TONALITIES),
@@ -237,9 +240,11 @@ def _base_params() -> dict[str, Any]:
         "fatigue_window_days": 30,
         # probability a member of each segment feels overwhelmed, and the per-contact
         # logit penalty (mean of a gamma distribution) for overwhelmed / other people
+        # (0.08 for the others since the 60-80% blends: at 0.06 the fall of rep-visit
+        # completion with recent contacts was within noise)
         "overwhelmed_prob": [0.56, 0.46, 0.52, 0.95, 0.47],
         "fatigue_overwhelmed": 0.25,
-        "fatigue_other": 0.06,
+        "fatigue_other": 0.08,
         "fatigue_shape": 4.0,
         # probability that a member's single most preferred channel is f2f_visit
         "top_f2f_prob": [0.97, 0.05, 0.55, 0.90, 0.55],
