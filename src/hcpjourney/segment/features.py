@@ -16,9 +16,16 @@ Columns (``FeatureColumn.kind`` says how a model treats them):
   are :data:`RESPONSE_RULES` (email opened given delivered, visits completed
   rather than declined, webinar invitations registered ...) plus email
   click-through given opened and webinar attendance given registration; the raw
-  ``att_X`` and ``resp_X`` are kept.
+  ``att_X`` and ``resp_X`` are kept. Channels whose attempts carry content (emails,
+  detail aids on visits ...) also get one rate per value of the content's theme
+  (``FeatureOptions.response_by``): ``att_email__theme__safety``,
+  ``resp_email__theme__safety``, ``rate_email__theme__safety`` (block
+  ``content_response``), since what an HCP answers depends on what it was sent.
 - ``log``: intensity, ``ln(1 + count)``: all events, engaged events,
-  HCP-initiated events per inbound channel, payment value.
+  HCP-initiated events per inbound channel, payment value; and ``log_seen_X``,
+  the HCP-initiated events of channel X only for HCPs with a record from a source
+  that records X (empty elsewhere: no web visits in the data is no evidence of
+  little reading when no web source knows the HCP).
 - ``share``: count columns ``cnt_BLOCK__PART`` whose block total is ``n_BLOCK``:
   inbound vs outbound; the channel mix of engaged events; theme, tonality and
   format of the content the HCP chose (inbound views and downloads: what the

@@ -4,13 +4,14 @@ The model (a "latent class" or finite mixture model of mixed data types): an HCP
 belongs to segment k with prior weight ``pi_k``; given k its data are independent
 blocks:
 
-* binomial blocks, one per channel: ``responses ~ Binomial(attempts, p_kc)`` (an
+* binomial blocks, one per channel (or per channel and theme of the content sent,
+  ``email__theme__safety``): ``responses ~ Binomial(attempts, p_kc)`` (an
   HCP with few contacts carries little evidence, so its probabilities stay close
   to the prior: the shrinkage is in the likelihood);
 * multinomial blocks (the channel mix, content themes / tonalities / formats of
   engaged content, local hours and weekdays of HCP-timed events, topics,
   manufacturers ...): ``counts ~ Multinomial(n, theta_kb)``;
-* Gaussian columns (survey scores, intensities, journey stage and pace), with
+* Gaussian columns (survey scores, inbound volumes, journey stage and pace), with
   missing values left out of the likelihood, one variance per column pooled over
   the segments, and the columns of one family (the five quality dimensions, the
   attitude questions ...) weighing together as one observation.
@@ -30,7 +31,8 @@ content and hour blocks than for the channel responses, so that heavy web users'
 content and hours decided their segment and the recovered segments were worse
 (adjusted Rand index against the true segments 0.50-0.65 with "auto", 0.66-0.69
 with 0.05 on four worlds; rho at the values measured with the true segments gave
-0.65-0.68). See bench/README.md, segment section.
+0.65-0.68; those figures predate the content responses and seen volumes of
+:data:`DEFAULT_EXCLUDE`). See bench/README.md, segment section.
 
 The number of segments is chosen by BIC over ``min_segments..max_segments``
 among the k whose fits on two random halves of the HCPs agree (adjusted Rand
