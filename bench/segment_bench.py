@@ -8,12 +8,12 @@ CSV files with the simulator's true identity (``_truth/persons.csv``:
 record_id -> person_id) as ``hcp_id`` -- what a perfect ``hcpj build`` would
 give: ``events`` (stored sorted by hcp_id, ts, event_id like the warehouse's),
 ``identities``, ``golden`` (one row per person: state, profession, specialty,
-decile from ``_truth/person_traits.csv``), ``content``, ``feedback`` and
-``outcomes``. Cached in bench/out/segment_100000_1/warehouse.duckdb.
+decile from ``_truth/person_traits.csv``), ``hcps`` (record_id, source),
+``content``, ``feedback`` and ``outcomes``. Cached in bench/out/segment_100000_1/warehouse.duckdb.
 
 Timed (median of ``--repeat`` runs):
 
-- **features**: :func:`hcpjourney.segment.features.compute_features` run by the
+- **features**: :func:`hcpjourney.segment.features.build_features` run by the
   engine into a table, then pulled to numpy (one wide row per HCP);
 - **fit**: :class:`hcpjourney.segment.mixture.LatentClassMixture` with the number of
   segments chosen (BIC + split-half stability over k = 2..8) and with k fixed;
@@ -78,6 +78,10 @@ def ensure_warehouse(hcps: int, seed: int) -> Path:
             decile=tr.decile.cast("int64"), is_kol=tr.is_kol.lower() == "true",
         )
         eng.create("golden", golden, order_by=["hcp_id"])
+        # source systems of the records (the inbound volumes are read where a source
+        # records the channel)
+        hc = con.read_csv(str(drop / "hcps.csv"), table_name="hcps_csv", all_varchar=True)
+        eng.create("hcps", hc.select("record_id", "source"), order_by=["record_id"])
         ct = con.read_csv(str(drop / "content.csv"), table_name="content_csv", all_varchar=True)
         eng.create("content", ct, order_by=["content_id"])
         fb = con.read_csv(str(drop / "feedback.csv"), table_name="feedback_csv", all_varchar=True)
