@@ -406,7 +406,8 @@ def _content_responses(ev: ir.Table, cv: ir.Table, voc: _Vocab, attr: str
 
     An email's theme changes whether it is opened as much as the HCP's liking for
     email does: the simulator's segments differ by up to 2.5 logits per theme.
-    The channel's single rate (``att_email`` / ``resp_email``) is the sum of these.
+    Where every attempt carries content (emails), the channel's single rate
+    (``att_email`` / ``resp_email``) is the sum of these.
     """
     actions = sorted({a for att, resp in voc.content_rates.values() for a in (*att, *resp)})
     ce = ev.filter(_isin(ev.channel, list(voc.content_rates)) & _isin(ev.action, actions)
