@@ -85,6 +85,41 @@ def test_weighted_channel_mix_potential_and_quality(data: dict[str, Any]) -> Non
         assert rel["score"] == pytest.approx(ref["rel"] / ref["rel_mass"], abs=1e-4)
 
 
+def test_content_the_segment_answers_best_to(data: dict[str, Any]) -> None:
+    """Membership-weighted responses per theme of the content sent, pooled over channels."""
+    f = data["features"]
+    cols = [c for c in next(iter(f.values())) if c.startswith("att_") and "__theme__" in c]
+    assert cols
+    seg: dict[str, Counter[str]] = defaultdict(Counter)
+    pop: Counter[str] = Counter()
+    for r in data["segments"]:
+        x, p = f[r["hcp_id"]], r["probability"]
+        for a in cols:
+            theme = a.split("__theme__")[1]
+            seg[r["segment"]]["a_" + theme] += p * x[a]
+            seg[r["segment"]]["r_" + theme] += p * x["resp_" + a[len("att_"):]]
+    for x in f.values():
+        for a in cols:
+            theme = a.split("__theme__")[1]
+            pop["a_" + theme] += x[a]
+            pop["r_" + theme] += x["resp_" + a[len("att_"):]]
+    shown = 0
+    for c in data["cards"]:
+        ref = seg[c.segment]
+        lifts = {t[2:]: (ref["r_" + t[2:]] / ref[t]) / (pop["r_" + t[2:]] / pop[t])
+                 for t in ref if t.startswith("a_") and ref[t] > 0}
+        best = sorted((v for v in lifts.items() if v[1] >= 1.05), key=lambda v: -v[1])[:3]
+        assert [i["value"].replace(" ", "_") for i in c.content_response] == [t for t, _ in best]
+        for i in c.content_response:
+            t = i["value"].replace(" ", "_")
+            assert i["response_rate"] == pytest.approx(ref["r_" + t] / ref["a_" + t], abs=1e-4)
+            assert i["lift"] == pytest.approx(lifts[t], abs=1e-3)
+        shown += len(c.content_response)
+        if c.content_response:
+            assert "**Answers best to** (content sent): " in c.to_markdown()
+    assert shown >= 5  # the segments differ in what they answer to
+
+
 def test_stage_distribution_and_conversion(data: dict[str, Any]) -> None:
     furthest: dict[str, int] = {}
     entered: dict[str, set[int]] = defaultdict(set)

@@ -12,7 +12,8 @@ features (engagement level, lead channel, content and time with the highest
 lift over the population); size (expected HCPs), primary members and how many
 of them are mixed; potential mix; top professions and specialties; channels
 (share of engaged events and response rates, with lifts); content theme /
-tonality / format; topics and other profiled attributes (nature of payment,
+tonality / format chosen, and the themes of the content sent that the segment
+answers to above the population's rate; topics and other profiled attributes (nature of payment,
 manufacturer); preferred times (local hour bands, weekend share, top
 weekday); typical paths (first four distinct channels of engaged events);
 stage distribution and, per stage step, conversion and the activities that
@@ -39,6 +40,7 @@ from hcpjourney.engine import Engine
 from hcpjourney.errors import NotBuiltError
 from hcpjourney.identity.golden import GOLDEN, identities
 from hcpjourney.segment.features import (
+    CONTENT_RESPONSE,
     DAY_NAMES,
     ENGAGED_ACTIONS,
     EVENTS,
@@ -86,6 +88,8 @@ class PersonaCard:
     specialties: list[dict[str, Any]] = field(default_factory=list)
     channels: list[dict[str, Any]] = field(default_factory=list)
     content: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # values (themes) of the content sent to which the segment answers above the population
+    content_response: list[dict[str, Any]] = field(default_factory=list)
     topics: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     times: dict[str, Any] = field(default_factory=dict)
     typical_paths: list[dict[str, Any]] = field(default_factory=list)
@@ -135,7 +139,10 @@ class PersonaCard:
             for attr, items in groups.items():
                 if items:
                     lines.append(f"**{title} — {attr}**: " + _fmt_lifts(items))
-        if self.content or self.topics:
+        if self.content_response:
+            lines.append("**Answers best to** (content sent): " + _fmt_responses(
+                self.content_response))
+        if self.content or self.topics or self.content_response:
             lines.append("")
         if self.times:
             t = self.times
@@ -208,6 +215,9 @@ class PersonaCard:
                 if items:
                     out.append(f"<p><strong>{e(title)} — {e(attr)}</strong>: "
                                f"{e(_fmt_lifts(items))}</p>")
+        if self.content_response:
+            out.append("<p><strong>Answers best to</strong> (content sent): "
+                       f"{e(_fmt_responses(self.content_response))}</p>")
         if self.times.get("bands"):
             out.append(f"<p><strong>Preferred times</strong>: "
                        f"{e(_fmt_lifts(self.times['bands'][:3]))}"
@@ -443,6 +453,7 @@ def build_personas(engine: Engine, columns: Sequence[FeatureColumn]) -> list[Per
             if attr in blocks:
                 items = _block_items(s, pop, blocks[attr], f"n_{attr}")
                 card.content[attr] = _by_lift(items)
+        card.content_response = _content_response(s, pop, columns)
         for b, parts in blocks.items():
             if b in ("theme", "tonality", "format", "channel", "hour", "day", "direction"):
                 continue
@@ -481,6 +492,41 @@ def build_personas(engine: Engine, columns: Sequence[FeatureColumn]) -> list[Per
     data = {k: [r[k] for r in rows] for k in PERSONA_COLUMNS}
     engine.create(PERSONAS, ibis.memtable(data, schema=schema), order_by=["segment"])
     return cards
+
+
+def _content_response(seg: dict[str, float], pop: dict[str, float],
+                      columns: Sequence[FeatureColumn], n: int = 3) -> list[dict[str, Any]]:
+    """The content values (themes) the segment answers best to, by lift of its response
+    rate over the population's, pooled over the content-carrying channels: rate = sum of
+    responses / sum of attempts of the ``content_response`` rates of that value."""
+    pooled: dict[tuple[str, str], list[float]] = {}
+    for c in columns:
+        if c.block != CONTENT_RESPONSE or c.count is None:
+            continue
+        name = c.name[len("rate_"):]
+        _channel, attr, _key = name.split("__", 2)
+        value = c.label.split(f", {attr} ", 1)[-1]
+        acc = pooled.setdefault((attr, value), [0.0, 0.0, 0.0, 0.0])
+        acc[0] += seg.get(c.count, 0.0)
+        acc[1] += seg.get(f"resp_{name}", 0.0)
+        acc[2] += pop.get(c.count, 0.0)
+        acc[3] += pop.get(f"resp_{name}", 0.0)
+    ranked: list[tuple[float, str, dict[str, Any]]] = []
+    for (attr, value), (sa, sr, pa, pr) in pooled.items():
+        if sa <= 0 or pa <= 0 or pr <= 0:
+            continue
+        rate, prate = sr / sa, pr / pa
+        if rate / prate >= 1.05:
+            ranked.append((rate / prate, value, {
+                "attribute": attr, "value": value, "response_rate": _r(rate),
+                "population_rate": _r(prate), "lift": _r(rate / prate)}))
+    ranked.sort(key=lambda t: (-t[0], t[1]))
+    return [item for _lift, _v, item in ranked[:n]]
+
+
+def _fmt_responses(items: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{i['value']} {_pct(i.get('response_rate'))} (population "
+                     f"{_pct(i.get('population_rate'))})" for i in items)
 
 
 def _by_lift(items: list[dict[str, Any]], n: int = 3, min_share: float = 0.05) -> list[dict[str, Any]]:
