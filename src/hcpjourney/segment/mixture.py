@@ -584,22 +584,28 @@ class LatentClassMixture(ClusterMixin, BaseEstimator):
         binomial channel has rate sum_k w_k p_k, a multinomial block has
         probabilities sum_k w_k theta_k and a Gaussian column the density
         sum_k w_k N(mu_k, var_k). w is the posterior mode under a Dirichlet
-        prior of ``membership_prior`` pseudo-observations spread as the segment
-        weights (so an HCP without data gets the segment weights), found by the
-        multiplicative EM update, vectorised over HCPs. An HCP whose behaviour
-        sits between two segments gets two sizeable shares.
+        prior of ``membership_prior`` pseudo-observations spread as the HCP's
+        posterior (:meth:`predict_proba`; an HCP without data gets the segment
+        weights), found by the multiplicative EM update started from that
+        posterior, vectorised over HCPs. An HCP whose behaviour sits between two
+        segments gets two sizeable shares. (A prior spread as the segment weights
+        for everyone let a pure member's data be explained by a blend of two
+        neighbouring profiles: on the project's simulator the largest share then
+        missed the true segment more often, ARI 0.81-0.83 against 0.83-0.85.)
         """
-        d, w, _params = self._prepared(X)
+        d, w, params = self._prepared(X)
         with threadpool_limits(limits=1, user_api="blas"):
-            return self._membership(d, w)
+            G, _ = self._estep(self._loglik(d, params, w))
+            return self._membership(d, w, G)
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
         return self.fit(X).transform(X)
 
-    def _membership(self, d: _Data, w: _Weighted) -> np.ndarray:
+    def _membership(self, d: _Data, w: _Weighted, centre: np.ndarray) -> np.ndarray:
+        """Memberships (n x k) under a Dirichlet prior spread as ``centre`` (n x k)."""
         k = self.weights_.size
-        prior = float(self.membership_prior) * self.weights_[None, :]
-        W = np.tile(self.weights_, (d.n, 1))
+        prior = float(self.membership_prior) * centre
+        W = centre.copy()
         c = d.R.shape[1]
         S = w.RF[:, :c]
         F = w.RF[:, c:]
@@ -627,7 +633,7 @@ class LatentClassMixture(ClusterMixin, BaseEstimator):
 
         def step(Wr: np.ndarray, rows: np.ndarray) -> np.ndarray:
             """One multiplicative EM update of the memberships of ``rows``."""
-            acc = np.broadcast_to(prior, Wr.shape).copy()
+            acc = prior[rows].copy()
             if P.shape[1]:
                 acc += Wr * ((S[rows] / np.maximum(Wr @ P, _EPS)) @ P.T
                              + (F[rows] / np.maximum(Wr @ (1.0 - P), _EPS)) @ (1.0 - P).T)
