@@ -80,7 +80,7 @@ def test_recovers_the_hidden_segments(five: tuple[World, Any, dict[str, Any]]) -
     y = [d["truth"][h].segment for h in hcps]
     pred = [d["assign"][h]["segment"] for h in hcps]
     ours = adjusted_rand_score(y, pred)
-    assert ours >= 0.8  # 0.844 on this world (chance: 0)
+    assert ours >= 0.8  # 0.839 on this world (chance: 0)
     # every true segment has a segment where it is over-represented
     cross = Counter(zip(y, pred, strict=True))
     for s in set(y):
