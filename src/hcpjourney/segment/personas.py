@@ -13,8 +13,8 @@ lift over the population); size (expected HCPs), primary members and how many
 of them are mixed; potential mix; top professions and specialties; channels
 (share of engaged events and response rates, with lifts); content theme /
 tonality / format chosen, and the themes of the content sent that the segment
-answers to above the population's rate; topics and other profiled attributes (nature of payment,
-manufacturer); preferred times (local hour bands, weekend share, top
+answers to above the population's rate; topics and other profiled attributes
+(nature of payment, manufacturer); preferred times (local hour bands, weekend share, top
 weekday); typical paths (first four distinct channels of engaged events);
 stage distribution and, per stage step, conversion and the activities that
 progressed members had in the stage more often than those who stalled;
