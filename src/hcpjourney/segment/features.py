@@ -197,8 +197,10 @@ class _Vocab:
     content: dict[str, list[str]]
     has_value: bool
     combos: list[tuple[str, str, str]]  # (channel, action, direction); "" for missing
-    # channels whose attempts carry content: {channel: (attempt, response actions)}
+    # channels whose attempts carry content: {channel: (attempt, response actions)}, and
+    # the content attribute their responses are split by (None: no such channel)
     content_rates: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
+    response_by: str | None
 
 
 def _vocabulary(engine: Engine, ev: ir.Table, opt: FeatureOptions) -> _Vocab:
@@ -245,10 +247,9 @@ def _vocabulary(engine: Engine, ev: ir.Table, opt: FeatureOptions) -> _Vocab:
     combos = sorted({(r["channel"] or "", r["action"] or "", r["direction"] or "") for r in rows})
     content_rates = {ch: RESPONSE_RULES[ch] for ch in rates if ch in RESPONSE_RULES
                      and n_content.get(ch, 0) >= opt.min_rate_attempts}
-    if opt.response_by not in content:
-        content_rates = {}
+    response_by = opt.response_by if opt.response_by in content and content_rates else None
     return _Vocab(channels, [c for c in channels if c in inbound], rates, topics, attrs, content,
-                  has_value, combos, content_rates)
+                  has_value, combos, content_rates if response_by else {}, response_by)
 
 
 def _as_int64(x: ir.IntegerValue) -> ir.IntegerValue:
@@ -267,8 +268,7 @@ def _codes_in(code: ir.IntegerValue, codes: Sequence[int]) -> ir.BooleanValue | 
     return code.isin(list(codes)) if len(codes) > 1 else code == codes[0]
 
 
-def _event_counts(engine: Engine, ev: ir.Table, golden: ir.Table, voc: _Vocab, max_topics: int,
-                  response_by: str | None = None
+def _event_counts(engine: Engine, ev: ir.Table, golden: ir.Table, voc: _Vocab, max_topics: int
                   ) -> tuple[ir.Table, dict[str, list[tuple[str, str, str]]]]:
     """Temp table of raw counts per HCP, and the share blocks' parts.
 
@@ -347,8 +347,8 @@ def _event_counts(engine: Engine, ev: ir.Table, golden: ir.Table, voc: _Vocab, m
             for v, sl in zip(vals, _unique_slugs(vals), strict=True):
                 aggs[part(attr, sl, v)] = cl.n.sum(where=col == v)
         pivots.append((cl.group_by("hcp_id").aggregate(**aggs), list(aggs)))
-        if voc.content_rates and response_by:
-            pivots.append(_content_responses(ev, cv, voc, response_by))
+        if voc.response_by:
+            pivots.append(_content_responses(ev, cv, voc, voc.response_by))
 
     # ---- topics (nature of payment in Open Payments) ----------------------------------
     te = ev.filter(ev.topic.notnull() & (ev.topic.strip() != ""))
@@ -472,7 +472,7 @@ def build_features(engine: Engine, options: FeatureOptions | None = None) -> Fea
     golden = engine.table(GOLDEN)
     ev = engine.table(EVENTS)
     voc = _vocabulary(engine, ev, opt)
-    counts, blocks = _event_counts(engine, ev, golden, voc, opt.max_topics, opt.response_by)
+    counts, blocks = _event_counts(engine, ev, golden, voc, opt.max_topics)
     cols: list[FeatureColumn] = []
 
     # block totals, then population totals (one row) -> literals for shrinkage and smoothing
@@ -497,12 +497,13 @@ def build_features(engine: Engine, options: FeatureOptions | None = None) -> Fea
     for name, (ch, _att, _resp) in voc.rates.items():
         rate(name, "rate", f"{ch.replace('_', ' ')} response rate" if name == ch
              else name.replace("_", " ") + " rate")
-    attr = opt.response_by
-    for ch in voc.content_rates if attr else ():
-        vals = voc.content[str(attr)]
-        for v, sl in zip(vals, _unique_slugs(vals), strict=True):
-            rate(content_rate_name(ch, str(attr), sl), CONTENT_RESPONSE,
-                 f"{ch.replace('_', ' ')} response rate, {attr} {v}")
+    attr = voc.response_by
+    if attr:
+        vals = voc.content[attr]
+        for ch in voc.content_rates:
+            for v, sl in zip(vals, _unique_slugs(vals), strict=True):
+                rate(content_rate_name(ch, attr, sl), CONTENT_RESPONSE,
+                     f"{ch.replace('_', ' ')} response rate, {attr} {v}")
     for name, label in (("n_events", "events"), ("n_engaged", "engaged events")):
         out[f"log_{name}"] = (feats[name] + 1).ln()
         cols.append(FeatureColumn(f"log_{name}", "log", "intensity", f"log(1 + {label})"))
